@@ -19,6 +19,7 @@ valid and contributes a zero gradient.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -62,11 +63,15 @@ class GroupedExperts(nn.Module):
         """Capacity-padded path: one batched matmul per layer over [E, C, D] buffers."""
         return torch.bmm(self.act(torch.bmm(x_ECD, self.w1_EDH)), self.w2_EHD)
 
-    def load_from_stack(self, w1_EDH: torch.Tensor, w2_EHD: torch.Tensor) -> None:
-        """Copy a slice of a full expert stack (used when sharding experts across ranks)."""
-        with torch.no_grad():
-            self.w1_EDH.copy_(w1_EDH)
-            self.w2_EHD.copy_(w2_EHD)
+    def slice(self, start: int, stop: int) -> GroupedExperts:
+        """A new module holding copies of experts start..stop-1 (for expert parallelism)."""
+        part = copy.deepcopy(self)
+        part.n_experts = stop - start
+        part.w1_EDH = nn.Parameter(self.w1_EDH.detach()[start:stop].clone())
+        part.w2_EHD = nn.Parameter(self.w2_EHD.detach()[start:stop].clone())
+        for p in (part.w1_EDH, part.w2_EHD):
+            p.is_expert = True  # type: ignore[attr-defined]
+        return part
 
     def extra_repr(self) -> str:
         e, d, h = self.w1_EDH.shape

@@ -1,0 +1,143 @@
+"""Benchmark: one MoE layer against a dense FFN with the same active FLOPs (CPU, fp32).
+
+Shapes: N = 4096 tokens, d_model = 256, expert d_ff = 1024, top-2; the dense FFN has
+d_ff = top_k * 1024 = 2048, so both do the same matmul FLOPs per token. One timed step is
+forward + backward (router, balance loss and z-loss included for the MoE). Every variant is
+built in this one process and the repeats are interleaved round-robin, so a neighbour
+loading the machine slows all variants alike; each figure is a median over the repeats.
+
+Peak extra memory: `torch.distributed._tools.mem_tracker.MemTracker`, a TorchDispatchMode
+that accounts for every tensor storage allocated and freed (activations, temporaries,
+gradients) during one step; extra = peak - live bytes at the start of the step (parameters,
+input and upstream gradient, grads cleared). The ratio is the worst MoE variant's extra
+memory over the dense FFN's.
+
+    .venv/bin/python benchmarks/moe_layer.py              # ~1-2 min on 2 cores
+    .venv/bin/python benchmarks/moe_layer.py --rounds 3   # quicker, noisier
+
+The last line printed is one JSON object: dropless_e8, dropless_e32, capacity_e8,
+capacity_e32 (time / dense time, capacity factor 1.25), memory_ratio, plus extras.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.distributed._tools.mem_tracker import MemTracker
+
+from sm_toolkit.models.moe_experts import FeedForward, GroupedExperts
+from sm_toolkit.models.moe_layer import DispatchConfig, MoELayer
+from sm_toolkit.models.moe_router import RouterConfig, TopKRouter
+
+TOKENS, D_MODEL, D_FF, TOP_K = 4096, 256, 1024, 2
+
+
+def make_moe(n_experts: int, dispatch: DispatchConfig) -> MoELayer:
+    router = TopKRouter(RouterConfig(d_model=D_MODEL, n_experts=n_experts, top_k=TOP_K))
+    experts = GroupedExperts(
+        n_experts=n_experts, d_model=D_MODEL, d_ff=D_FF, activation="gelu", out_std=0.02
+    )
+    return MoELayer(
+        router=router, experts=experts, dispatch=dispatch, aux_loss_weight=0.01, z_loss_weight=1e-3
+    )
+
+
+def make_variants() -> dict[str, nn.Module]:
+    variants: dict[str, nn.Module] = {
+        "dense": FeedForward(d_model=D_MODEL, d_ff=TOP_K * D_FF, activation="gelu", out_std=0.02)
+    }
+    for e in (8, 32):
+        variants[f"dropless_e{e}"] = make_moe(e, DispatchConfig(dropless=True))
+        variants[f"capacity_e{e}"] = make_moe(e, DispatchConfig(capacity_factor=1.25))
+        variants[f"padded_e{e}"] = make_moe(
+            e, DispatchConfig(capacity_factor=1.25, compute="padded")
+        )
+    return variants
+
+
+def step_fn(module: nn.Module, x_ND: torch.Tensor, g_ND: torch.Tensor) -> Callable[[], None]:
+    def step() -> None:
+        out = module(x_ND)
+        if isinstance(out, tuple):  # MoE layer: (y, aux_loss, stats)
+            loss = (out[0] * g_ND).sum() + out[1]
+        else:
+            loss = (out * g_ND).sum()
+        loss.backward()
+        module.zero_grad(set_to_none=True)
+        x_ND.grad = None
+
+    return step
+
+
+def peak_extra_bytes(module: nn.Module, x_ND: torch.Tensor, g_ND: torch.Tensor) -> int:
+    step = step_fn(module, x_ND, g_ND)
+    tracker = MemTracker()
+    tracker.track_external(module, x_ND, g_ND)
+    with tracker:
+        start = tracker.get_tracker_snapshot("current")
+        step()
+    peak = tracker.get_tracker_snapshot("peak")
+    device = x_ND.device
+    return peak[device]["Total"] - start.get(device, {}).get("Total", 0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=9, help="timed repeats per variant")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    x_ND = torch.randn(TOKENS, D_MODEL, requires_grad=True)
+    g_ND = torch.randn(TOKENS, D_MODEL)
+    variants = make_variants()
+    steps = {name: step_fn(m, x_ND, g_ND) for name, m in variants.items()}
+    for _ in range(args.warmup):
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(args.rounds):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - t0)
+    memory = {name: peak_extra_bytes(m, x_ND, g_ND) for name, m in variants.items()}
+    report(variants, times, memory, args.rounds)
+
+
+def report(
+    variants: dict[str, nn.Module],
+    times: dict[str, list[float]],
+    memory: dict[str, int],
+    rounds: int,
+) -> None:
+    median = {name: statistics.median(ts) for name, ts in times.items()}
+    dense = median["dense"]
+    print(f"MoE layer vs dense FFN, fwd+bwd, N={TOKENS} D={D_MODEL} H={D_FF} k={TOP_K}, fp32, "
+          f"{torch.get_num_threads()} threads, {rounds} interleaved rounds")  # fmt: skip
+    print("| variant | median ms | min ms | x dense (median) | peak extra MiB | x dense memory |")
+    print("|---|---|---|---|---|---|")
+    for name in variants:
+        print(
+            f"| {name} | {median[name] * 1e3:.1f} | {min(times[name]) * 1e3:.1f} | "
+            f"{median[name] / dense:.2f} | {memory[name] / 2**20:.1f} | "
+            f"{memory[name] / memory['dense']:.2f} |"
+        )
+    result = {key: round(median[key] / dense, 3) for key in median if key != "dense"}
+    result["memory_ratio"] = round(
+        max(memory[k] for k in memory if k != "dense") / memory["dense"], 3
+    )
+    result["dense_ms"] = round(dense * 1e3, 1)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
