@@ -1,0 +1,240 @@
+"""The search: a spec's tuning ranges as an optuna search space, sampler, pruner and study.
+
+How SageMaker's range semantics map onto optuna:
+
+- ``Linear`` samples uniformly; ``Logarithmic`` samples uniformly in log space (``log=True``).
+- ``ReverseLogarithmic`` (continuous, 0 <= x < 1) puts more samples close to 1: optuna samples
+  ``u = 1 - x`` log-uniformly in ``[1 - max, 1 - min]`` under an internal name, and
+  :meth:`SearchSpace.decode` turns ``u`` back into ``x``.
+- ``Auto``: SageMaker picks a scale itself. Here ``Auto`` is Linear unless the range is positive
+  and spans at least two orders of magnitude (max / min >= 100), then Logarithmic: a learning
+  rate in [1e-4, 1e-1] wants log sampling, a dropout in [0.1, 0.5] does not.
+
+Samplers per strategy (see :func:`make_sampler` for why).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+from sm_toolkit.errors import ConfigError
+from sm_toolkit.local.tuning.early_stopping import RunningAverageMedianPruner
+
+# A range whose max/min reaches this ratio counts as "spanning orders of magnitude" for Auto.
+AUTO_LOG_RATIO = 100.0
+# Internal optuna name of a ReverseLogarithmic parameter (the sampled value is 1 - x).
+REVERSE_PREFIX = "__one_minus__"
+# SageMaker infers Hyperband's MaxResource from the first of these static hyperparameters.
+EPOCH_KEYS = ("epochs", "numepochs", "n-epochs", "n_epochs", "num_epochs")
+
+
+def resolve_scaling(rng: Any) -> str:
+    """The effective scaling of a numeric range: Linear, Logarithmic or ReverseLogarithmic."""
+    scaling = getattr(rng, "scaling", "Auto") or "Auto"
+    if scaling != "Auto":
+        return scaling
+    if rng.min > 0 and rng.max / rng.min >= AUTO_LOG_RATIO:
+        return "Logarithmic"
+    return "Linear"
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Optuna distributions for a tuning spec's ranges, and the mapping back to hyperparameters.
+
+    ``distributions`` is keyed by optuna name; that is the hyperparameter name except for
+    ReverseLogarithmic ranges (``REVERSE_PREFIX + name``, holding ``1 - value``).
+    """
+
+    distributions: Mapping[str, BaseDistribution]
+    names: tuple[str, ...]
+
+    def optuna_name(self, name: str) -> str:
+        return name if name in self.distributions else REVERSE_PREFIX + name
+
+    def decode(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Optuna params -> hyperparameter values, in range order."""
+        out: dict[str, Any] = {}
+        for name in self.names:
+            key = self.optuna_name(name)
+            if key not in params:
+                continue
+            value = params[key]
+            out[name] = 1.0 - value if key != name else value
+        return out
+
+    def encode(self, hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
+        """Hyperparameter values -> optuna params, keeping only values inside this space.
+
+        Values arrive as they were stored (native) or as SageMaker strings ("0.01", "\\"sgd\\"");
+        a name that is missing or whose value lies outside its range is left out.
+        """
+        out: dict[str, Any] = {}
+        for name in self.names:
+            if name not in hyperparameters:
+                continue
+            key = self.optuna_name(name)
+            dist = self.distributions[key]
+            value = coerce(hyperparameters[name], dist, reverse=key != name)
+            if value is not None:
+                out[key] = value
+        return out
+
+
+def coerce(raw: Any, dist: BaseDistribution, *, reverse: bool = False) -> Any | None:
+    """``raw`` as a value of ``dist`` (after ``1 - x`` when ``reverse``), or None if it is not."""
+    if isinstance(dist, CategoricalDistribution):
+        return _match_choice(raw, dist.choices)
+    try:
+        number = float(raw)
+    except (TypeError, ValueError):
+        return None
+    if reverse:
+        number = 1.0 - number
+    if isinstance(dist, IntDistribution):
+        if number != int(number):
+            return None
+        number = int(number)
+    low, high = dist.low, dist.high
+    # A small tolerance: values travel through text (SageMaker strings, 1 - x round trips).
+    slack = 1e-9 * max(1.0, abs(low), abs(high))
+    if not (low - slack <= number <= high + slack):
+        return None
+    return min(max(number, low), high)
+
+
+def _match_choice(raw: Any, choices: tuple[Any, ...]) -> Any | None:
+    for choice in choices:
+        # Compare types too: True == 1 in Python, but "true" and 1 are different choices.
+        if type(raw) is type(choice) and raw == choice:
+            return choice
+    # SageMaker sends framework-estimator categoricals JSON-encoded ("\"sgd\""), others plain.
+    text = str(raw)
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = text[1:-1]
+    for choice in choices:
+        rendered = str(choice).lower() if isinstance(choice, bool) else str(choice)
+        if text == rendered or (isinstance(choice, bool) and text.lower() == rendered):
+            return choice
+    return None
+
+
+def build_space(ranges: Mapping[str, Any]) -> SearchSpace:
+    """The optuna search space for a tuning spec's ``ranges``."""
+    dists: dict[str, BaseDistribution] = {}
+    for name, rng in ranges.items():
+        kind = rng.type
+        if kind == "categorical":
+            dists[name] = CategoricalDistribution(tuple(rng.values))
+            continue
+        scaling = resolve_scaling(rng)
+        if kind == "integer":
+            # ReverseLogarithmic is not defined for integer ranges; SageMaker lists it for
+            # continuous ones only, and the spec rejects it, so Linear is the safe reading.
+            log = scaling == "Logarithmic"
+            dists[name] = IntDistribution(int(rng.min), int(rng.max), log=log)
+        elif scaling == "ReverseLogarithmic":
+            low, high = 1.0 - float(rng.max), 1.0 - float(rng.min)
+            dists[REVERSE_PREFIX + name] = FloatDistribution(low, high, log=True)
+        else:
+            log = scaling == "Logarithmic"
+            dists[name] = FloatDistribution(float(rng.min), float(rng.max), log=log)
+    return SearchSpace(distributions=dists, names=tuple(ranges))
+
+
+def grid_size(ranges: Mapping[str, Any]) -> int:
+    """Number of distinct combinations of categorical ranges (what Grid runs)."""
+    return math.prod(len(r.values) for r in ranges.values())
+
+
+def effective_max_jobs(tuning: Any) -> int:
+    """MaxNumberOfTrainingJobs as SageMaker reads it: Grid defaults to all combinations,
+    other strategies to 1 (the v2 SDK's default when max_jobs is not given)."""
+    if tuning.max_jobs is not None:
+        return int(tuning.max_jobs)
+    return grid_size(tuning.ranges) if tuning.strategy == "Grid" else 1
+
+
+def hyperband_resources(tuning: Any, hyperparameters: Mapping[str, Any]) -> tuple[int, int, str]:
+    """(min_resource, max_resource, epochs hyperparameter name) for the Hyperband strategy.
+
+    Like SageMaker, MaxResource falls back to a static epochs hyperparameter when the spec's
+    ``hyperband`` block is absent.
+    """
+    key = next((k for k in EPOCH_KEYS if k in hyperparameters), "epochs")
+    if tuning.hyperband is not None:
+        return int(tuning.hyperband.min_resource), int(tuning.hyperband.max_resource), key
+    if key not in hyperparameters:
+        raise ConfigError(
+            "tuning.hyperband.max_resource",
+            None,
+            "set it, or give a static hyperparameter named one of " + ", ".join(EPOCH_KEYS),
+        )
+    return 1, int(hyperparameters[key]), key
+
+
+def make_sampler(tuning: Any) -> optuna.samplers.BaseSampler:
+    """The optuna sampler for a strategy.
+
+    Bayesian uses TPE rather than optuna's GPSampler (which is closer to SageMaker's own
+    Gaussian-process optimiser) because: tuning ranges here mix categorical, integer and log
+    parameters, which TPE models natively; trials run concurrently, and TPE's constant liar
+    keeps concurrent asks apart while GPSampler has no notion of running trials; and TPE costs
+    milliseconds per ask on a busy 2-core machine where a GP refit costs seconds. Multivariate
+    TPE is used so interacting parameters (lr x optimizer) are modelled jointly.
+    Hyperband samples at random, as in Li et al.: the pruner, not the sampler, does the work,
+    and it keeps the Hyperband-versus-Random comparison about the resource allocation alone.
+    """
+    seed = tuning.random_seed
+    if tuning.strategy == "Grid":
+        grid = {name: list(r.values) for name, r in tuning.ranges.items()}
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    if tuning.strategy in ("Random", "Hyperband"):
+        return optuna.samplers.RandomSampler(seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed,
+            multivariate=True,
+            constant_liar=True,
+            n_startup_trials=_tpe_startup(effective_max_jobs(tuning)),
+        )
+
+
+def _tpe_startup(max_jobs: int) -> int:
+    # optuna's default of 10 random trials is most of a 20-trial budget; a third of the
+    # budget (at least 3, at most 10) leaves room for the model to act.
+    return max(3, min(10, max_jobs // 3))
+
+
+def make_pruner(tuning: Any, hyperparameters: Mapping[str, Any]) -> optuna.pruners.BasePruner:
+    """Hyperband's successive halving, the median rule for early stopping Auto, else none."""
+    if tuning.strategy == "Hyperband":
+        min_r, max_r, _ = hyperband_resources(tuning, hyperparameters)
+        return optuna.pruners.HyperbandPruner(min_resource=min_r, max_resource=max_r)
+    if tuning.early_stopping == "Auto":
+        return RunningAverageMedianPruner()
+    return optuna.pruners.NopPruner()
+
+
+def make_study(tuning: Any, hyperparameters: Mapping[str, Any]) -> optuna.Study:
+    """An in-memory optuna study for the tuning spec (thread-safe storage, one process)."""
+    direction = "maximize" if tuning.objective.type == "Maximize" else "minimize"
+    return optuna.create_study(
+        study_name=tuning.job_name,
+        direction=direction,
+        sampler=make_sampler(tuning),
+        pruner=make_pruner(tuning, hyperparameters),
+    )

@@ -1,0 +1,160 @@
+"""One tuning trial: a full local training job (``run_job``) watched through its log lines.
+
+The objective is read the way SageMaker reads it: the job's metric-definition regex applied to
+every log line; each value is an intermediate result (step 1, 2, ... in the order printed) and
+the last one is the final objective. Intermediate values go to the optuna trial as they arrive,
+and when the study's pruner says so the trial's ``stop_event`` is set (the runner then sends
+SIGTERM and the job ends as ``Stopped``, as an early-stopped SageMaker training job does).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+RunJob = Callable[..., Any]
+
+
+def trial_name(tuning_job_name: str, index: int) -> str:
+    """SageMaker's training-job name for a tuning trial: ``<tuning job>-<NNN>-<8 hex>``."""
+    return f"{tuning_job_name}-{index:03d}-{secrets.token_hex(4)}"
+
+
+@dataclass
+class TrialRecord:
+    """What the leaderboard, plots and the warm-start store keep about one trial."""
+
+    index: int
+    name: str
+    hyperparameters: dict[str, Any]
+    status: str  # Completed | Failed | Stopped (SageMaker training-job statuses)
+    objective: float | None = None
+    intermediate: list[float] = field(default_factory=list)
+    early_stopped: bool = False
+    failure_reason: str | None = None
+    seconds: float = 0.0
+    model_artifacts: str | None = None
+    log_path: str | None = None
+
+    @property
+    def epochs(self) -> int:
+        """Resource spent: objective values the job printed (one per epoch)."""
+        return len(self.intermediate)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrialRecord:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialContext:
+    """Everything a trial needs besides its own parameters; shared by all trials of a job."""
+
+    spec: Any
+    run_job: RunJob
+    jobs_dir: Path
+    objective_metric: str
+    parser_factory: Callable[[], Any]
+    static_overrides: Mapping[str, Any] = field(default_factory=dict)
+    prune: bool = False
+
+
+class _ObjectiveWatch:
+    """Collects objective values from log lines; reports them and asks the pruner."""
+
+    def __init__(self, ctx: TrialContext, trial: optuna.Trial, stop: threading.Event) -> None:
+        self._ctx = ctx
+        self._trial = trial
+        self._stop = stop
+        self._parser = ctx.parser_factory()
+        self._lock = threading.Lock()
+        self.values: list[float] = []
+        self.pruned = False
+
+    def on_line(self, line: str) -> None:
+        for name, value in self._parser.feed(line):
+            if name == self._ctx.objective_metric:
+                self._observe(float(value))
+
+    def _observe(self, value: float) -> None:
+        with self._lock:
+            self.values.append(value)
+            # Lines printed after the stop was requested still cost epochs, but the pruner
+            # has already decided; reporting them would only blur the rung statistics.
+            if self._stop.is_set() or not math.isfinite(value):
+                return
+            self._trial.report(value, len(self.values))
+            if self._ctx.prune and self._trial.should_prune():
+                self.pruned = True
+                self._stop.set()
+
+
+def run_trial(
+    ctx: TrialContext,
+    study: optuna.Study,
+    trial: optuna.Trial,
+    *,
+    index: int,
+    name: str,
+    hyperparameters: dict[str, Any],
+    stop: threading.Event,
+) -> TrialRecord:
+    """Run one trial to the end, tell the study its outcome and return its record."""
+    watch = _ObjectiveWatch(ctx, trial, stop)
+    record = TrialRecord(index=index, name=name, hyperparameters=hyperparameters, status="Failed")
+    try:
+        result = ctx.run_job(
+            ctx.spec,
+            job_name=name,
+            workdir=ctx.jobs_dir,
+            hyperparameters={**ctx.static_overrides, **hyperparameters},
+            on_line=watch.on_line,
+            stop_event=stop,
+        )
+    except Exception as exc:  # a runner error fails this trial, not the tuning job
+        record.failure_reason = f"{type(exc).__name__}: {exc}"
+        record.intermediate = list(watch.values)
+        study.tell(trial, state=TrialState.FAIL)
+        return record
+    _fill_from_result(record, result, watch, ctx.objective_metric)
+    study.tell(trial, **_tell_args(record))
+    return record
+
+
+def _fill_from_result(record: TrialRecord, result: Any, watch: _ObjectiveWatch, metric: str):
+    record.intermediate = list(watch.values)
+    record.seconds = float(result.seconds)
+    record.model_artifacts = result.model_artifacts
+    record.log_path = str(result.log_path) if result.log_path else None
+    record.status = result.status
+    record.failure_reason = result.failure_reason
+    record.early_stopped = watch.pruned and result.status == "Stopped"
+    final = result.final_metrics.get(metric)
+    if final is None and watch.values:
+        final = watch.values[-1]
+    record.objective = float(final) if final is not None and math.isfinite(final) else None
+    if record.status == "Completed" and record.objective is None:
+        # SageMaker's ObjectiveStatus Failed: the job ran but never printed the objective.
+        record.status = "Failed"
+        record.failure_reason = f"no value for objective metric {metric!r} in the training logs"
+
+
+def _tell_args(record: TrialRecord) -> dict[str, Any]:
+    if record.status == "Completed":
+        return {"values": record.objective}
+    if record.status == "Stopped" and record.intermediate:
+        # A stopped trial counts as pruned: its partial curve still informs sampler and pruner.
+        return {"state": TrialState.PRUNED}
+    return {"state": TrialState.FAIL}

@@ -1,0 +1,268 @@
+"""``run_local_tuning``: a spec's ``tuning:`` section run on this machine, SageMaker-style.
+
+SageMaker local mode cannot run tuning jobs (SDK issues #1960, #4313); this runs the same
+section with optuna: up to ``max_parallel_jobs`` trials at once, each a full local training
+job in its own thread, until ``max_jobs`` trials were launched or a completion criterion is met.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from sm_toolkit.errors import ConfigError
+from sm_toolkit.local.tuning import report, search, store
+from sm_toolkit.local.tuning.completion import CompletionTracker
+from sm_toolkit.local.tuning.trials import TrialContext, TrialRecord, run_trial, trial_name
+from sm_toolkit.local.tuning.warm_start import warm_start
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    """What a local tuning job produced. ``best`` is the best Completed trial (or None)."""
+
+    job_name: str
+    status: str  # Completed | Stopped
+    stop_reason: str
+    best: TrialRecord | None
+    trials: list[TrialRecord]
+    leaderboard: list[dict[str, Any]]
+    output_dir: Path
+    results_path: Path
+    leaderboard_csv: Path
+    leaderboard_json: Path
+    plots: list[Path] = field(default_factory=list)
+    warm_start_trials: int = 0
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(t.epochs for t in self.trials)
+
+
+def _default_run_job(*args: Any, **kwargs: Any) -> Any:
+    # Imported late: the runner pulls in the container machinery, which unit tests avoid.
+    from sm_toolkit.local.process import run_job
+
+    return run_job(*args, **kwargs)
+
+
+def _default_client() -> Any:
+    import boto3
+
+    return boto3.client("sagemaker")
+
+
+def run_local_tuning(
+    spec: Any,
+    *,
+    workdir: Path,
+    run_job: Callable[..., Any] = _default_run_job,
+    sagemaker_client_factory: Callable[[], Any] = _default_client,
+    log: Log = print,
+) -> TuningResult:
+    """Run ``spec.tuning`` locally and write results.json, the leaderboard and plots.
+
+    Args:
+        spec: a loaded JobSpec with a ``tuning`` section.
+        workdir: root for outputs; this job's live in ``<workdir>/tuning/<job_name>/``
+            (trials' training jobs under ``jobs/``), where later jobs find it as a parent.
+        run_job: runs one training job (``sm_toolkit.local.process.run_job`` signature).
+        sagemaker_client_factory: makes the boto3 SageMaker client used only for warm-start
+            parents that are not in the local store.
+        log: receives one progress line per trial start and finish, and the leaderboard.
+    """
+    tuning = spec.tuning
+    if tuning is None:
+        raise ConfigError("tuning", None, "the spec needs a tuning: section to tune")
+    out_dir = store.tuning_dir(Path(workdir), tuning.job_name)
+    space = search.build_space(tuning.ranges)
+    static = {k: v for k, v in spec.hyperparameters.items() if k not in tuning.ranges}
+    overrides: dict[str, Any] = {}
+    if tuning.strategy == "Hyperband":
+        _, max_resource, epochs_key = search.hyperband_resources(tuning, spec.hyperparameters)
+        overrides[epochs_key] = max_resource  # each trial may run to MaxResource epochs
+    ctx = TrialContext(
+        spec=spec,
+        run_job=run_job,
+        jobs_dir=out_dir / "jobs",
+        objective_metric=tuning.objective.metric,
+        parser_factory=_parser_factory(spec, tuning.objective.metric),
+        static_overrides=overrides,
+        prune=tuning.strategy == "Hyperband" or tuning.early_stopping == "Auto",
+    )
+    with _quiet_optuna():
+        study = search.make_study(tuning, spec.hyperparameters)
+        n_parent = 0
+        if tuning.warm_start is not None:
+            summary = warm_start(
+                study,
+                space,
+                tuning,
+                {**static, **overrides},
+                workdir=Path(workdir),
+                client_factory=sagemaker_client_factory,
+                log=log,
+            )
+            n_parent = summary.added
+        records, tracker, stop_reason = _run_trials(ctx, study, space, tuning, log)
+    document = store.tuning_document(
+        tuning=tuning,
+        static_hyperparameters={**static, **overrides},
+        records=records,
+        best=tracker.best,
+        status="Stopped" if stop_reason == "MaxRuntimeExceeded" else "Completed",
+        stop_reason=stop_reason,
+    )
+    return _write_outputs(document, records, tracker.best, out_dir, space, tuning, log, n_parent)
+
+
+def _write_outputs(document, records, best, out_dir, space, tuning, log: Log, n_parent: int):
+    results = store.write_results(out_dir / store.RESULTS_FILE, document)
+    maximize = tuning.objective.type == "Maximize"
+    rows = report.leaderboard_rows(records, maximize=maximize, param_names=space.names)
+    csv_path, json_path = report.write_leaderboard(rows, out_dir)
+    log_params = [n for n, r in tuning.ranges.items() if _is_log(r)]
+    plots = report.write_plots(
+        records,
+        out_dir / "plots",
+        objective_name=tuning.objective.metric,
+        maximize=maximize,
+        param_names=space.names,
+        log_params=log_params,
+    )
+    log(report.format_table(rows))
+    log(
+        f"[tune] {tuning.job_name}: {document['status']} ({document['stop_reason']}), "
+        f"{len(records)} trials, {sum(r.epochs for r in records)} epochs"
+    )
+    if best is not None:
+        log(
+            f"[tune] best: {best.name} {tuning.objective.metric}={best.objective:.6g} "
+            f"artifacts: {best.model_artifacts or '-'}"
+        )
+    log(f"[tune] results: {results}  leaderboard: {csv_path}  plots: {out_dir / 'plots'}")
+    return TuningResult(
+        job_name=tuning.job_name,
+        status=document["status"],
+        stop_reason=document["stop_reason"],
+        best=best,
+        trials=list(records),
+        leaderboard=rows,
+        output_dir=out_dir,
+        results_path=results,
+        leaderboard_csv=csv_path,
+        leaderboard_json=json_path,
+        plots=plots,
+        warm_start_trials=n_parent,
+    )
+
+
+def _is_log(rng: Any) -> bool:
+    return rng.type != "categorical" and search.resolve_scaling(rng) == "Logarithmic"
+
+
+def _parser_factory(spec: Any, metric: str) -> Callable[[], Any]:
+    definitions = [m for m in spec.metrics if m.name == metric]
+    if not definitions:
+        names = ", ".join(m.name for m in spec.metrics) or "none"
+        raise ConfigError(
+            "tuning.objective.metric", metric, f"it must be one of the job's metrics ({names})"
+        )
+    from sm_toolkit.local.metrics import MetricParser
+
+    return lambda: MetricParser(definitions)
+
+
+@contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """optuna logs every tell at INFO; the tuner prints its own lines instead."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
+def _run_trials(ctx, study, space, tuning, log: Log):
+    max_jobs = search.effective_max_jobs(tuning)
+    tracker = CompletionTracker(tuning)
+    records: list[TrialRecord] = []
+    running: dict[Future, threading.Event] = {}
+    launched, stop_reason = 0, "MaxNumberOfTrainingJobsReached"
+    with ThreadPoolExecutor(max_workers=tuning.max_parallel_jobs) as pool:
+        try:
+            while True:
+                while (
+                    tracker.reason is None
+                    and launched < max_jobs
+                    and (len(running) < tuning.max_parallel_jobs)
+                ):
+                    launched += 1
+                    future, stop = _launch(pool, ctx, study, space, launched, tuning.job_name, log)
+                    running[future] = stop
+                if not running:
+                    break
+                done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in done:
+                    running.pop(future)
+                    record = future.result()
+                    records.append(record)
+                    was_best = tracker.best
+                    tracker.update(record, study)
+                    log(_finish_line(record, tuning, is_best=tracker.best is not was_best))
+                if tracker.runtime_exceeded() and tracker.reason is None:
+                    tracker.reason = "MaxRuntimeExceeded"
+                    for stop in running.values():
+                        stop.set()
+        except KeyboardInterrupt:
+            for stop in running.values():
+                stop.set()
+            raise
+    stop_reason = tracker.reason or stop_reason
+    return sorted(records, key=lambda r: r.index), tracker, stop_reason
+
+
+def _launch(pool, ctx, study, space, index: int, job_name: str, log: Log):
+    trial = study.ask(dict(space.distributions))
+    hyperparameters = space.decode(trial.params)
+    name = trial_name(job_name, index)
+    trial.set_user_attr("training_job_name", name)
+    stop = threading.Event()
+    shown = " ".join(f"{k}={report._cell(v)}" for k, v in hyperparameters.items())
+    log(f"[tune] {name} started   {shown}")
+    future = pool.submit(
+        run_trial,
+        ctx,
+        study,
+        trial,
+        index=index,
+        name=name,
+        hyperparameters=hyperparameters,
+        stop=stop,
+    )
+    return future, stop
+
+
+def _finish_line(record: TrialRecord, tuning, *, is_best: bool) -> str:
+    objective = "-" if record.objective is None else f"{record.objective:.6g}"
+    status = record.status + (" (early stopped)" if record.early_stopped else "")
+    line = (
+        f"[tune] {record.name} {status:<24} {tuning.objective.metric}={objective} "
+        f"epochs={record.epochs} {record.seconds:.1f}s"
+    )
+    if record.failure_reason and record.status == "Failed":
+        line += f"  reason: {record.failure_reason.splitlines()[0][:200]}"
+    return line + ("  * new best" if is_best else "")
