@@ -13,8 +13,14 @@ class ToolkitError(Exception):
     exit_code = 1
 
 
+MISSING = object()  # the value of a required field that is absent
+
+
 class ConfigError(ToolkitError):
-    """A job spec, hyperparameter or command-line value is wrong. Exit code 2."""
+    """A job spec, hyperparameter or command-line value is wrong. Exit code 2.
+
+    The message is one line: the field path, the value, and what is allowed.
+    """
 
     exit_code = 2
 
@@ -22,7 +28,10 @@ class ConfigError(ToolkitError):
         self.field = field
         self.value = value
         self.allowed = allowed
-        super().__init__(f"{field}: {value!r} is not allowed; {allowed}")
+        if value is MISSING:
+            super().__init__(f"{field}: missing; {allowed}")
+        else:
+            super().__init__(f"{field}: {value!r} is not allowed; {allowed}")
 
 
 class JobFailedError(ToolkitError):

@@ -1,0 +1,1 @@
+"""Laptop side: spec -> SageMaker SDK objects, the exact API request, and launch."""

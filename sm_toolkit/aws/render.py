@@ -1,0 +1,107 @@
+"""Render the exact CreateTrainingJob / CreateHyperParameterTuningJob request, offline.
+
+The request comes from the SDK's own request building: the estimator (or tuner) runs its
+normal ``fit`` against a session whose create call is intercepted (the hook the SDK's
+PipelineSession uses) and whose S3 uploads are answered locally. Nothing leaves the
+machine: no credentials, account or network are needed. The captured request is then
+validated against botocore's service model, as boto3 would before sending it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from botocore.awsrequest import AWSResponse
+from botocore.validate import ParamValidator
+from sagemaker.session import Session
+
+from sm_toolkit.aws import sdk_v2
+from sm_toolkit.errors import ToolkitError
+from sm_toolkit.spec import JobSpec
+
+OPERATIONS = {"train": "CreateTrainingJob", "create_tuning_job": "CreateHyperParameterTuningJob"}
+
+
+@dataclass
+class Rendered:
+    operation: str
+    request: dict[str, Any]
+    uploads: list[str] = field(default_factory=list)  # S3 URIs the launch would upload
+
+
+class _CaptureSession(Session):
+    """A Session whose create-job calls are recorded instead of sent."""
+
+    captured: list[tuple[str, dict[str, Any]]]
+
+    def _intercept_create_request(self, request, create, func_name=None):  # noqa: D401
+        self.captured.append((func_name, request))
+        return None
+
+
+def offline_boto_session(region: str, uploads: list[str]) -> boto3.Session:
+    """A boto3 session that answers S3 calls locally and refuses every other call."""
+    session = boto3.Session(
+        aws_access_key_id="offline", aws_secret_access_key="offline", region_name=region
+    )
+
+    def record(params, model, **_):
+        if model.name == "PutObject":
+            uploads.append(f"s3://{params['Bucket']}/{params['Key']}")
+
+    def answer(model, **_):
+        if model.service_model.service_name != "s3":
+            raise ToolkitError(f"render made an unexpected {model.name} call; it must stay offline")
+        ok = {"ResponseMetadata": {"HTTPStatusCode": 200}, "ETag": '"offline"'}
+        return AWSResponse("https://offline.invalid", 200, {}, None), ok
+
+    session.events.register("before-parameter-build.s3.*", record)
+    session.events.register("before-call.*.*", answer)
+    return session
+
+
+def render(spec: JobSpec, *, job_name: str | None = None) -> Rendered:
+    """The request a launch of this spec sends, validated against botocore's model."""
+    uploads: list[str] = []
+    session = sdk_v2.make_session(
+        offline_boto_session(spec.region, uploads),
+        bucket=spec.bucket,
+        sagemaker_config=sdk_v2.TELEMETRY_OPT_OUT,
+        session_class=_CaptureSession,
+    )
+    session.captured = []
+    estimator = sdk_v2.build_estimator(spec, session)
+    inputs = sdk_v2.training_inputs(staged_inputs(spec, job_name or _name(spec)))
+    if spec.tuning is None:
+        estimator.fit(inputs=inputs, job_name=job_name or spec.name, wait=False, logs=False)
+    else:
+        tuner = sdk_v2.build_tuner(spec, estimator)
+        tuner.fit(inputs=inputs, job_name=job_name or spec.tuning.job_name, wait=False)
+    assert len(session.captured) == 1, session.captured
+    func_name, request = session.captured[0]
+    operation = OPERATIONS[func_name]
+    validate(session, operation, request)
+    return Rendered(operation, request, uploads)
+
+
+def _name(spec: JobSpec) -> str:
+    return spec.tuning.job_name if spec.tuning is not None else spec.name
+
+
+def staged_inputs(spec: JobSpec, job_name: str) -> dict[str, str]:
+    """Channel -> S3 URI, local paths replaced by where launch uploads them."""
+    base = spec.output_path.rstrip("/")
+    return {
+        ch: uri if uri.startswith("s3://") else f"{base}/{job_name}/input/{ch}"
+        for ch, uri in spec.inputs.items()
+    }
+
+
+def validate(session: Session, operation: str, request: dict[str, Any]) -> None:
+    """Raise ToolkitError if botocore's service model rejects the request."""
+    model = session.sagemaker_client.meta.service_model.operation_model(operation)
+    report = ParamValidator().validate(request, model.input_shape)
+    if report.has_errors():
+        raise ToolkitError(f"{operation} request rejected by botocore: {report.generate_report()}")

@@ -1,0 +1,113 @@
+"""The one module that talks to the SageMaker Python SDK v2 (``sagemaker<3``).
+
+It makes sessions, the PyTorch estimator and the HyperparameterTuner from the plain
+arguments in ``mapping``. SDK v3 removed the Estimator API (its ModelTrainer has no
+smddp, no Debugger rules); a v3 builder would be a sibling of this module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from sagemaker.debugger import Rule, TensorBoardOutputConfig, rule_configs
+from sagemaker.inputs import TrainingInput
+from sagemaker.pytorch import PyTorch
+from sagemaker.session import Session
+from sagemaker.tuner import (
+    CategoricalParameter,
+    ContinuousParameter,
+    HyperbandStrategyConfig,
+    HyperparameterTuner,
+    IntegerParameter,
+    StrategyConfig,
+    TuningJobCompletionCriteriaConfig,
+    WarmStartConfig,
+    WarmStartTypes,
+)
+
+from sm_toolkit.aws import mapping
+from sm_toolkit.spec import JobSpec
+
+TELEMETRY_OPT_OUT = {
+    "SchemaVersion": "1.0",
+    "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}},
+}
+_PARAMETERS = {
+    "CategoricalParameter": CategoricalParameter,
+    "ContinuousParameter": ContinuousParameter,
+    "IntegerParameter": IntegerParameter,
+}
+
+
+def make_session(
+    boto_session: boto3.Session,
+    *,
+    bucket: str,
+    sagemaker_config: dict[str, Any] | None = None,
+    session_class: type[Session] = Session,
+) -> Session:
+    """A SageMaker session that never asks STS for the account (bucket given)."""
+    return session_class(
+        boto_session=boto_session, default_bucket=bucket, sagemaker_config=sagemaker_config
+    )
+
+
+def user_sdk_config(opt_out_telemetry: bool) -> dict[str, Any] | None:
+    """The user's own SDK config files, with telemetry opted out when asked."""
+    from sagemaker.config import load_sagemaker_config
+
+    config = load_sagemaker_config() or {}
+    if not opt_out_telemetry:
+        return config or None
+    config.setdefault("SchemaVersion", "1.0")
+    modules = config.setdefault("SageMaker", {}).setdefault("PythonSDK", {})
+    modules.setdefault("Modules", {})["TelemetryOptOut"] = True
+    return config
+
+
+def build_estimator(spec: JobSpec, session: Session) -> PyTorch:
+    """The real ``sagemaker.pytorch.PyTorch`` estimator for a spec."""
+    kwargs = mapping.estimator_kwargs(spec)
+    if spec.tuning is None:  # the tuning API carries neither rules nor TensorBoard config
+        if spec.rules:
+            kwargs["rules"] = [Rule.sagemaker(getattr(rule_configs, n)()) for n in spec.rules]
+        if spec.tensorboard is not None:
+            kwargs["tensorboard_output_config"] = TensorBoardOutputConfig(
+                s3_output_path=spec.tensorboard.s3_output_path,
+                container_local_output_path=spec.tensorboard.local_path,
+            )
+    return PyTorch(sagemaker_session=session, **kwargs)
+
+
+def build_tuner(spec: JobSpec, estimator: PyTorch) -> HyperparameterTuner:
+    """The real ``HyperparameterTuner`` for the spec's tuning section."""
+    t = spec.tuning
+    assert t is not None
+    ranges = {name: _PARAMETERS[cls](**kw) for name, (cls, kw) in mapping.range_kwargs(t).items()}
+    kwargs = {k: v for k, v in mapping.tuner_kwargs(spec).items() if v is not None}
+    if t.hyperband is not None:
+        kwargs["strategy_config"] = StrategyConfig(
+            HyperbandStrategyConfig(
+                max_resource=t.hyperband.max_resource, min_resource=t.hyperband.min_resource
+            )
+        )
+    if t.warm_start is not None:
+        kwargs["warm_start_config"] = WarmStartConfig(
+            warm_start_type=WarmStartTypes(t.warm_start.type), parents=set(t.warm_start.parents)
+        )
+    if t.completion is not None:
+        c = t.completion
+        kwargs["completion_criteria_config"] = TuningJobCompletionCriteriaConfig(
+            max_number_of_training_jobs_not_improving=c.max_jobs_not_improving,
+            complete_on_convergence=c.complete_on_convergence,
+            target_objective_metric_value=c.target_objective_value,
+        )
+    return HyperparameterTuner(
+        estimator=estimator, hyperparameter_ranges=ranges, base_tuning_job_name=t.job_name, **kwargs
+    )
+
+
+def training_inputs(channels: dict[str, str]) -> dict[str, TrainingInput] | None:
+    """S3 URIs -> the SDK's TrainingInput per channel (local paths are uploaded first)."""
+    return {name: TrainingInput(uri) for name, uri in channels.items()} or None

@@ -1,0 +1,162 @@
+"""``sm-toolkit``: validate, render, launch, run locally and tune one job spec.
+
+The shell around the pure parts: parse arguments, load the spec once, call one function,
+print the result. A user's mistake ends in one line and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from sm_toolkit.errors import MISSING, ConfigError, ToolkitError
+
+DEFAULT_WORKDIR = Path(".sm-toolkit")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sm-toolkit", description=__doc__.splitlines()[0])
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    v = sub.add_parser("validate", help="check a spec and print what the SDK will change")
+    v.add_argument("spec")
+
+    r = sub.add_parser("render", help="print the exact CreateTrainingJob / "
+                       "CreateHyperParameterTuningJob request (offline)")
+    r.add_argument("spec")
+    r.add_argument("--job-name")
+
+    la = sub.add_parser("launch", help="submit the job (or tuning job) to SageMaker")
+    la.add_argument("spec")
+    la.add_argument("--job-name")
+    la.add_argument("--wait", action="store_true")
+
+    ru = sub.add_parser("run", help="run the job: --local on this machine, else on SageMaker")
+    ru.add_argument("spec")
+    ru.add_argument("--local", action="store_true")
+    ru.add_argument("--backend", choices=["process"], default="process")
+    ru.add_argument("--job-name")
+    ru.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    ru.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a hyperparameter for this run")
+    ru.add_argument("--quiet", action="store_true", help="don't echo the training log")
+
+    t = sub.add_parser("tune", help="run the tuning section: --local on this machine")
+    t.add_argument("spec")
+    t.add_argument("--local", action="store_true")
+    t.add_argument("--job-name")
+    t.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+
+    sub.add_parser("demo", help="train the CNN locally against an embedded S3 (no AWS)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    # The v2 SDK is pinned on purpose; its deprecation banner and config chatter are noise.
+    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+    logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ToolkitError as exc:
+        if args.debug:
+            raise
+        print(f"sm-toolkit: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # the SDK's or AWS's own refusal: one line, not a traceback
+        if args.debug or not _is_service_error(exc):
+            raise
+        print(f"sm-toolkit: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _is_service_error(exc: Exception) -> bool:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return isinstance(exc, ClientError | BotoCoreError | ValueError)
+
+
+def _load(path: str):
+    from sm_toolkit.spec import load_spec, notices
+
+    spec = load_spec(path)
+    for note in notices(spec):
+        print(f"sm-toolkit: note: {note}", file=sys.stderr)
+    return spec
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        from sm_toolkit.local.demo import run_demo
+
+        return run_demo()
+    spec = _load(args.spec)
+    if args.command == "validate":
+        kind = "tuning job" if spec.tuning else "training job"
+        print(f"{args.spec}: OK ({kind} {spec.tuning.job_name if spec.tuning else spec.name})")
+        return 0
+    if args.command == "render":
+        from sm_toolkit.aws.render import render
+
+        rendered = render(spec, job_name=args.job_name)
+        print(json.dumps({"Operation": rendered.operation, "Request": rendered.request,
+                          "Uploads": rendered.uploads}, indent=2, sort_keys=True))
+        return 0
+    if args.command == "launch" or (args.command == "run" and not args.local):
+        return _launch(spec, args.job_name, wait=args.command == "run" or args.wait)
+    if args.command == "run":
+        return _run_local(spec, args)
+    return _tune(spec, args)
+
+
+def _launch(spec, job_name: str | None, *, wait: bool) -> int:
+    from sm_toolkit.aws.launch import launch
+
+    launched = launch(spec, job_name=job_name, wait=wait)
+    status_key = "TrainingJobStatus" if launched.kind == "training" else \
+        "HyperParameterTuningJobStatus"
+    print(f"{launched.kind} job {launched.name}: {launched.description.get(status_key)}")
+    return 0
+
+
+def _overrides(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError("--set", pair, "KEY=VALUE, e.g. --set epochs=3")
+        out[key] = value
+    return out
+
+
+def _run_local(spec, args: argparse.Namespace) -> int:
+    from sm_toolkit.local.process import dumps, run_job
+
+    echo = None if args.quiet else (lambda line: print(line, flush=True))
+    result = run_job(spec, job_name=args.job_name or spec.name, workdir=args.workdir,
+                     hyperparameters=_overrides(args.set), on_line=echo)
+    print(dumps(result))
+    return 0 if result.status == "Completed" else 1
+
+
+def _tune(spec, args: argparse.Namespace) -> int:
+    if spec.tuning is None:
+        raise ConfigError("tuning", MISSING, "a tuning section is needed to tune (see examples/)")
+    if not args.local:
+        return _launch(spec, args.job_name, wait=False)
+    from sm_toolkit.local.tuning import run_local_tuning
+
+    if args.job_name:
+        spec = spec.model_copy(update={"tuning": spec.tuning.model_copy(
+            update={"job_name": args.job_name})})
+    result = run_local_tuning(spec, workdir=args.workdir)
+    return 0 if result is not None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

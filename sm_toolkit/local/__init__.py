@@ -1,0 +1,1 @@
+"""Local runs: the same job on this machine, through the SageMaker container contract."""

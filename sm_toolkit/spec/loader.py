@@ -1,0 +1,164 @@
+"""Load a job spec from YAML: parse once at the edge, then the rest sees a typed JobSpec.
+
+Relative paths in the file (``source_dir``, local inputs) are relative to the file.
+Every mistake becomes one ``ConfigError`` line: field path, value, what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from sm_toolkit.errors import MISSING, ConfigError
+from sm_toolkit.spec import rules
+from sm_toolkit.spec.job import JobSpec
+from sm_toolkit.spec.metrics import default_metric_definitions, entrypoint_catalog
+
+ENTRYPOINTS_ENV = "SM_TOOLKIT_ENTRYPOINTS_DIR"
+
+
+def entrypoints_dir() -> Path:
+    """Where the project's entrypoints live (the repository's entrypoints/ folder)."""
+    override = os.environ.get(ENTRYPOINTS_ENV)
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parents[2] / "entrypoints"
+
+
+def load_spec(path: str | Path) -> JobSpec:
+    """Read, complete and validate a job spec file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError("spec", str(path), f"a readable YAML file ({exc.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "the file"
+        raise ConfigError("spec", str(path), f"valid YAML (error at {where})") from None
+    return parse_spec(raw, base_dir=path.resolve().parent)
+
+
+def parse_spec(raw: Any, *, base_dir: Path) -> JobSpec:
+    """Validate an already-parsed mapping (a loaded YAML document)."""
+    if not isinstance(raw, dict):
+        raise ConfigError("spec", type(raw).__name__, "a mapping of keys (see examples/)")
+    data = _complete(dict(raw), base_dir)
+    try:
+        spec = JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise _to_config_error(exc) from None
+    rules.check(spec)
+    return spec
+
+
+def _complete(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """Fill what the file may leave out: builtin source_dir, default metrics, paths."""
+    entry = data.get("entry_point")
+    if data.get("source_dir") is None and isinstance(entry, str):
+        if entry not in entrypoint_catalog():
+            raise ConfigError(
+                "entry_point",
+                entry,
+                "one of the project's entrypoints ("
+                + ", ".join(entrypoint_catalog())
+                + ") or set source_dir",
+            )
+        data["source_dir"] = str(entrypoints_dir())
+    elif isinstance(data.get("source_dir"), str):
+        source = (base_dir / data["source_dir"]).resolve()
+        if not source.is_dir():
+            raise ConfigError("source_dir", data["source_dir"], "an existing directory")
+        if isinstance(entry, str) and not (source / entry).is_file():
+            raise ConfigError("entry_point", entry, f"a file inside source_dir ({source})")
+        data["source_dir"] = str(source)
+    if not data.get("metrics") and isinstance(entry, str):
+        data["metrics"] = default_metric_definitions(entry)
+    inputs = data.get("inputs")
+    if isinstance(inputs, dict):
+        data["inputs"] = {k: _resolve_input(v, base_dir) for k, v in inputs.items()}
+    return data
+
+
+def _resolve_input(value: Any, base_dir: Path) -> Any:
+    if not isinstance(value, str) or value.startswith("s3:"):
+        return value
+    local = value[len("file://") :] if value.startswith("file://") else value
+    return str((base_dir / local).resolve())
+
+
+def _to_config_error(exc: ValidationError) -> ConfigError:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(err["loc"][:-1])
+        return ConfigError(_join(loc), loc[-1], "unknown key; allowed: " + allowed)
+    if kind == "missing":
+        return ConfigError(_join(loc), MISSING, "required (see examples/)")
+    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
+        return ConfigError(_join(loc) + ".type", err.get("input"), _msg(err))
+    # Discriminated unions put the tag in the path (distribution.mpi.x): keep it readable.
+    return ConfigError(_join(loc), err.get("input"), _msg(err))
+
+
+def _msg(err: dict) -> str:
+    msg = err["msg"]
+    return msg[0].lower() + msg[1:] if msg else "see examples/"
+
+
+def _join(loc: list[str]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if part.isdigit() else (("." if out else "") + part)
+    return out
+
+
+def _allowed_keys(loc: tuple) -> str:
+    """The keys the model at ``loc`` accepts, for an 'unknown key' message."""
+    model: Any = JobSpec
+    for part in loc:
+        model = _child_model(model, part)
+        if model is None:
+            return "see examples/"
+    return ", ".join(model.model_fields)
+
+
+def _child_model(model: Any, part: Any) -> Any:
+    import typing
+
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        field = model.model_fields.get(part)
+        return _unwrap(field.annotation, None) if field else None
+    if isinstance(model, dict):  # union variants keyed by their type tag
+        return model.get(part)
+    if typing.get_origin(model) is dict:
+        return _unwrap(typing.get_args(model)[1], None)
+    return None
+
+
+def _unwrap(annotation: Any, _: Any) -> Any:
+    """Optional[X] -> X; a union of models -> {tag: model}; dict[str, X] stays."""
+    import types
+    import typing
+
+    args = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _unwrap(args[0], None)
+    if origin in (typing.Union, types.UnionType):
+        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        if len(models) == 1:
+            return models[0]
+        return {
+            m.model_fields["type"].annotation.__args__[0]: m
+            for m in models
+            if "type" in m.model_fields
+        }
+    return annotation

@@ -1,0 +1,320 @@
+"""Cross-field rules of the job spec, checked once when the spec is loaded.
+
+The SageMaker SDK skips its own checks whenever an image URI is given (always, with our
+container), botocore checks only required fields and minimums, and moto accepts nearly
+anything; so these rules are the only thing between a typo and a failed job on AWS.
+Each rule has an id; ``RULES`` is the table the README prints, with each rule's source.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+import yaml
+
+from sm_toolkit.errors import MISSING, ConfigError
+from sm_toolkit.spec.job import ENV_KEY_PATTERN, JobSpec, S3_URI_PATTERN, CHANNEL_PATTERN
+from sm_toolkit.spec.tuning import CategoricalRange, ContinuousRange, IntegerRange, TuningSpec
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    text: str
+    source: str
+
+
+RULES = (
+    Rule(
+        "smddp-instance",
+        "smddp and pytorchddp run only on the instance types in "
+        "data/smddp_instances.yaml (P4d, P4de, P5)",
+        "AWS docs: SMDDP supported instance types; SDK PR #4698 dropped the SDK's own check",
+    ),
+    Rule(
+        "pytorchddp-is-smddp",
+        "pytorchddp is rewritten into smdistributed.dataparallel "
+        "(SMDDP) by SDK >= 2.221.1; a notice says so",
+        "SDK PR #4698, sagemaker/pytorch/estimator.py",
+    ),
+    Rule(
+        "torchrun-entry-point",
+        "torch_distributed needs a .py entry point",
+        "SDK fw_utils.validate_torch_distributed_distribution (checked even with image_uri)",
+    ),
+    Rule(
+        "keep-alive-range",
+        "warm_pool.keep_alive_seconds within 0..3600",
+        "AWS docs: managed warm pools (botocore's model allows 21600)",
+    ),
+    Rule(
+        "spot-max-wait",
+        "spot.max_wait_seconds >= max_run_seconds",
+        "API StoppingCondition.MaxWaitTimeInSeconds",
+    ),
+    Rule(
+        "input-uri",
+        "an input is an s3://bucket/prefix URI or a local path",
+        "API S3DataSource.S3Uri",
+    ),
+    Rule(
+        "channel-name", "input channel names match [A-Za-z0-9.-_]{1,64}", "API Channel.ChannelName"
+    ),
+    Rule(
+        "env-key",
+        "environment keys match [a-zA-Z_][a-zA-Z0-9_]*",
+        "API CreateTrainingJob.Environment",
+    ),
+    Rule(
+        "reserved-hyperparameter",
+        "hyperparameters starting with sagemaker_ are reserved",
+        "sagemaker-training: sagemaker_* keys are framework parameters",
+    ),
+    Rule(
+        "debugger-rule",
+        "rules name built-in SageMaker Debugger rules",
+        "smdebug_rulesconfig built-in rule functions",
+    ),
+    Rule(
+        "entry-point",
+        "without source_dir, entry_point is one of the project's entrypoints; "
+        "with it, the file exists in source_dir",
+        "sm-toolkit",
+    ),
+    Rule("metric-unique", "metric names are unique", "API MetricDefinition"),
+    Rule(
+        "tuning-objective",
+        "the objective metric is one of the job's metric definitions",
+        "AWS docs: AMT objective metrics",
+    ),
+    Rule(
+        "tuning-range-bounds",
+        "range min < max; Logarithmic needs min > 0; ReverseLogarithmic "
+        "only on continuous ranges within 0 <= x < 1",
+        "API ContinuousParameterRange.ScalingType",
+    ),
+    Rule(
+        "tuning-range-name",
+        "a tuned name is not also reserved (sagemaker_*)",
+        "API ParameterRanges",
+    ),
+    Rule("grid-categorical", "Grid takes categorical ranges only", "AWS docs: AMT grid search"),
+    Rule(
+        "grid-max-jobs",
+        "Grid's max_jobs, if given, equals the number of combinations "
+        "(the builder fills it in: SDK 2.257 sends null otherwise)",
+        "AWS docs: AMT grid search",
+    ),
+    Rule(
+        "max-jobs-required",
+        "Bayesian, Random and Hyperband need max_jobs",
+        "SDK tuner: max_jobs defaults to 1 for them",
+    ),
+    Rule("parallel-le-max", "max_parallel_jobs <= max_jobs", "API ResourceLimits"),
+    Rule(
+        "hyperband-early-stopping",
+        "Hyperband needs early_stopping Off",
+        "API HyperParameterTuningJobConfig.TrainingJobEarlyStoppingType",
+    ),
+    Rule(
+        "hyperband-config",
+        "the hyperband section only with strategy Hyperband, min_resource <= max_resource",
+        "API HyperParameterTuningJobStrategyConfig",
+    ),
+    Rule(
+        "tuning-drops",
+        "tuning jobs cannot carry warm pools, debugger rules or TensorBoard "
+        "config; they are dropped with a notice",
+        "API HyperParameterTuningResourceConfig, HyperParameterAlgorithmSpecification",
+    ),
+)
+
+
+@cache
+def smddp_instance_types() -> tuple[str, ...]:
+    text = resources.files("sm_toolkit").joinpath("data/smddp_instances.yaml").read_text()
+    return tuple(yaml.safe_load(text)["instance_types"])
+
+
+@cache
+def debugger_rule_names() -> tuple[str, ...]:
+    import smdebug_rulesconfig as rc
+
+    helpers = {"get_collection", "is_valid_action_object"}
+    return tuple(
+        n
+        for n in sorted(dir(rc))
+        if callable(getattr(rc, n))
+        and not n.startswith("_")
+        and n[0].islower()
+        and n not in helpers
+    )
+
+
+def check(spec: JobSpec) -> None:
+    """Raise ConfigError for the first rule the spec breaks."""
+    _check_distribution(spec)
+    _check_job(spec)
+    if spec.tuning is not None:
+        _check_tuning(spec, spec.tuning)
+
+
+def notices(spec: JobSpec) -> list[str]:
+    """What the spec asks for that the SDK or the service will change or drop."""
+    out = []
+    if spec.distribution.type == "pytorchddp":
+        out.append(
+            "distribution pytorchddp: SDK >= 2.221.1 rewrites it into "
+            "smdistributed.dataparallel, so the job runs SMDDP, not torch DDP"
+        )
+    if spec.tuning is not None:
+        dropped = [
+            n
+            for n, v in (
+                ("warm_pool", spec.warm_pool),
+                ("rules", spec.rules),
+                ("tensorboard", spec.tensorboard),
+            )
+            if v
+        ]
+        if dropped:
+            out.append(
+                f"tuning: the tuning API cannot carry {', '.join(dropped)}; "
+                "dropped from the tuning job's training jobs"
+            )
+    if spec.spot is not None and spec.checkpoint is None:
+        out.append("spot without checkpoint: an interrupted job restarts from scratch")
+    return out
+
+
+def _check_distribution(spec: JobSpec) -> None:
+    kind = spec.distribution.type
+    if kind in ("smddp", "pytorchddp") and spec.instance.type not in smddp_instance_types():
+        raise ConfigError(
+            "instance.type",
+            spec.instance.type,
+            f"{kind} runs only on {', '.join(smddp_instance_types())}",
+        )
+    if kind == "torch_distributed" and not spec.entry_point.endswith(".py"):
+        raise ConfigError(
+            "entry_point", spec.entry_point, "torch_distributed needs a Python script ending in .py"
+        )
+
+
+def _check_job(spec: JobSpec) -> None:
+    if spec.spot is not None and spec.spot.max_wait_seconds < spec.max_run_seconds:
+        raise ConfigError(
+            "spot.max_wait_seconds",
+            spec.spot.max_wait_seconds,
+            f"must be >= max_run_seconds ({spec.max_run_seconds})",
+        )
+    for channel, uri in spec.inputs.items():
+        if not re.match(CHANNEL_PATTERN, channel):
+            raise ConfigError(
+                f"inputs.{channel}", channel, "channel names match [A-Za-z0-9.-_]{1,64}"
+            )
+        if uri.startswith("s3:") and not re.match(S3_URI_PATTERN, uri):
+            raise ConfigError(f"inputs.{channel}", uri, "an S3 URI looks like s3://bucket/prefix")
+    for key in spec.environment:
+        if not re.match(ENV_KEY_PATTERN, key):
+            raise ConfigError(f"environment.{key}", key, "keys match [a-zA-Z_][a-zA-Z0-9_]*")
+    for key in spec.hyperparameters:
+        if key.startswith("sagemaker_"):
+            raise ConfigError(
+                f"hyperparameters.{key}",
+                key,
+                "names starting with sagemaker_ are reserved for the SDK",
+            )
+    for i, name in enumerate(spec.rules):
+        if name not in debugger_rule_names():
+            raise ConfigError(f"rules[{i}]", name, "one of " + ", ".join(debugger_rule_names()))
+    names = [m.name for m in spec.metrics]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError("metrics", name, "each metric name once")
+
+
+def _check_tuning(spec: JobSpec, t: TuningSpec) -> None:
+    metric_names = [m.name for m in spec.metrics]
+    if t.objective.metric not in metric_names:
+        raise ConfigError(
+            "tuning.objective.metric",
+            t.objective.metric,
+            "one of the job's metrics: " + ", ".join(metric_names),
+        )
+    for name, r in t.ranges.items():
+        _check_range(f"tuning.ranges.{name}", name, r)
+    _check_strategy(t)
+    if t.max_jobs is not None and t.max_parallel_jobs > t.max_jobs:
+        raise ConfigError(
+            "tuning.max_parallel_jobs", t.max_parallel_jobs, f"at most max_jobs ({t.max_jobs})"
+        )
+
+
+def _check_range(field: str, name: str, r: object) -> None:
+    if name.startswith("sagemaker_"):
+        raise ConfigError(field, name, "names starting with sagemaker_ are reserved")
+    if isinstance(r, CategoricalRange):
+        return
+    assert isinstance(r, ContinuousRange | IntegerRange)
+    if not r.min < r.max:
+        raise ConfigError(f"{field}.max", r.max, f"must be greater than min ({r.min})")
+    if r.scaling == "Logarithmic" and r.min <= 0:
+        raise ConfigError(f"{field}.min", r.min, "Logarithmic scaling needs min > 0")
+    if r.scaling == "ReverseLogarithmic":
+        if isinstance(r, IntegerRange):
+            raise ConfigError(
+                f"{field}.scaling", r.scaling, "ReverseLogarithmic only on continuous ranges"
+            )
+        if not (0 <= r.min and r.max < 1):
+            raise ConfigError(f"{field}.max", r.max, "ReverseLogarithmic needs 0 <= min < max < 1")
+
+
+def grid_size(t: TuningSpec) -> int:
+    """Number of distinct combinations of a Grid search (categorical ranges only)."""
+    sizes = [len(r.values) for r in t.ranges.values() if isinstance(r, CategoricalRange)]
+    return math.prod(sizes)
+
+
+def _check_strategy(t: TuningSpec) -> None:
+    if t.strategy == "Grid":
+        for name, r in t.ranges.items():
+            if not isinstance(r, CategoricalRange):
+                raise ConfigError(
+                    f"tuning.ranges.{name}.type", r.type, "Grid takes categorical ranges only"
+                )
+        if t.max_jobs is not None and t.max_jobs != grid_size(t):
+            raise ConfigError(
+                "tuning.max_jobs",
+                t.max_jobs,
+                f"Grid runs every combination: leave it out or set {grid_size(t)}",
+            )
+    elif t.max_jobs is None:
+        raise ConfigError("tuning.max_jobs", MISSING, f"{t.strategy} needs max_jobs (1..10000)")
+    if t.strategy == "Hyperband" and t.early_stopping != "Off":
+        raise ConfigError("tuning.early_stopping", t.early_stopping, "Hyperband needs Off")
+    if t.hyperband is not None:
+        if t.strategy != "Hyperband":
+            raise ConfigError(
+                "tuning.hyperband",
+                "present",
+                f"only with strategy Hyperband (strategy is {t.strategy})",
+            )
+        if t.hyperband.min_resource > t.hyperband.max_resource:
+            raise ConfigError(
+                "tuning.hyperband.min_resource",
+                t.hyperband.min_resource,
+                f"at most max_resource ({t.hyperband.max_resource})",
+            )
+
+
+def grid_combinations(t: TuningSpec) -> list[dict[str, object]]:
+    """Every combination of a Grid search, in a stable order."""
+    names = list(t.ranges)
+    values = [t.ranges[n].values for n in names]  # type: ignore[union-attr]
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values)]
