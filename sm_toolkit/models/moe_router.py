@@ -52,7 +52,7 @@ class RouterConfig:
     d_model: int
     n_experts: int
     top_k: int = 2
-    normalize_weights: bool = True  # renormalise the k gate weights to sum to 1
+    normalize_weights: bool = True  # k > 1: k gate weights sum to 1 (k = 1 keeps p, Switch)
     jitter_eps: float = 0.0  # training only: router input * U(1 - eps, 1 + eps) (Switch)
     random_second_expert: bool = False  # GShard: keep 2nd expert iff U(0,1) < 2 * w_2
     balance_count: Literal["all_k", "top1"] = "all_k"

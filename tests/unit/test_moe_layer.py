@@ -1,0 +1,251 @@
+"""MoE layer: routing and dispatch against a per-token loop, capacity, losses, bias balancing."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sm_toolkit.errors import ConfigError
+from sm_toolkit.models.moe_experts import FeedForward, GroupedExperts
+from sm_toolkit.models.moe_layer import DispatchConfig, MoELayer
+from sm_toolkit.models.moe_router import (
+    RouterConfig,
+    TopKRouter,
+    load_balancing_loss,
+    router_z_loss,
+)
+
+D, H = 6, 10
+
+
+def make_layer(n_experts=4, top_k=2, shared=False, **dispatch) -> MoELayer:
+    torch.manual_seed(0)
+    return MoELayer(
+        router=TopKRouter(RouterConfig(d_model=D, n_experts=n_experts, top_k=top_k)),
+        experts=GroupedExperts(
+            n_experts=n_experts, d_model=D, d_ff=H, activation="gelu", out_std=0.2
+        ),
+        dispatch=DispatchConfig(**dispatch),
+        shared_expert=FeedForward(d_model=D, d_ff=H, activation="gelu", out_std=0.2)
+        if shared
+        else None,
+        aux_loss_weight=0.0,
+        z_loss_weight=0.0,
+    )
+
+
+def reference_forward(layer: MoELayer, x_ND: torch.Tensor, capacity: int | None) -> torch.Tensor:
+    """Naive oracle: token by token, first choices of all tokens before any second choice."""
+    router, experts = layer.router, layer.experts
+    probs_NE = router.gate(x_ND).softmax(-1)
+    top_NK = probs_NE.topk(router.config.top_k, dim=-1)
+    weights_NK = top_NK.values
+    if router.config.top_k > 1:  # top-1 keeps the raw probability (Switch), so the gate learns
+        weights_NK = weights_NK / weights_NK.sum(-1, keepdim=True)
+    rows = [torch.zeros(D) for _ in range(x_ND.shape[0])]
+    taken = [0] * layer.n_experts
+    for k in range(router.config.top_k):
+        for n in range(x_ND.shape[0]):
+            e = int(top_NK.indices[n, k])
+            if capacity is not None and taken[e] >= capacity:
+                continue
+            taken[e] += 1
+            h = experts.act(x_ND[n] @ experts.w1_EDH[e])
+            rows[n] = rows[n] + weights_NK[n, k] * (h @ experts.w2_EHD[e])
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize(
+    ("top_k", "dispatch"),
+    [
+        (1, {"dropless": True}),
+        (2, {"dropless": True}),
+        (3, {"dropless": True}),
+        (2, {"capacity_factor": 0.5}),
+        (1, {"capacity_factor": 0.5, "compute": "padded"}),
+        (2, {"capacity_factor": 0.75, "compute": "padded"}),
+    ],
+)
+def test_outputs_and_gradients_match_per_token_loop(top_k, dispatch):
+    layer = make_layer(top_k=top_k, **dispatch)
+    torch.manual_seed(1)
+    x_ND = torch.randn(24, D)
+    g_ND = torch.randn(24, D)
+    capacity = layer.capacity(24)
+    params = [layer.router.gate.weight, layer.experts.w1_EDH, layer.experts.w2_EHD]
+
+    x1 = x_ND.clone().requires_grad_(True)
+    y_ref = reference_forward(layer, x1, capacity)
+    ref_grads = torch.autograd.grad((y_ref * g_ND).sum(), [x1, *params])
+    x2 = x_ND.clone().requires_grad_(True)
+    y, _, stats = layer(x2[None])
+    grads = torch.autograd.grad((y[0] * g_ND).sum(), [x2, *params])
+
+    torch.testing.assert_close(y[0], y_ref)
+    for got, want in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want)
+    if capacity is not None and dispatch["capacity_factor"] < 1:
+        assert stats["drop_rate"] > 0  # the capacity path was really exercised
+
+
+def skewed_layer(**dispatch) -> tuple[MoELayer, torch.Tensor]:
+    """Top-1 layer where every one of 16 tokens picks expert 0."""
+    layer = make_layer(top_k=1, **dispatch)
+    with torch.no_grad():
+        layer.router.gate.weight.zero_()
+        layer.router.gate.weight[0, 0] = 10.0
+    x_ND = torch.randn(16, D)
+    x_ND[:, 0] = 1.0
+    return layer, x_ND
+
+
+def test_capacity_drops_exactly_the_overflow():
+    layer, x_ND = skewed_layer(capacity_factor=1.0)
+    assert layer.capacity(16) == 4  # ceil(1.0 * k=1 * 16 tokens / 4 experts)
+    y, _, stats = layer(x_ND[None])
+    assert stats["tokens_per_expert"] == [16, 0, 0, 0]
+    assert stats["drop_rate"] == 12 / 16
+    assert stats["balance"] == 4.0
+    nonzero = (y[0].abs().sum(-1) > 0).tolist()
+    assert nonzero == [True] * 4 + [False] * 12  # earliest tokens keep their slot
+
+
+def test_eval_uses_eval_capacity_factor():
+    layer, x_ND = skewed_layer(capacity_factor=1.0, eval_capacity_factor=2.0)
+    layer.eval()
+    assert layer.capacity(16) == 8
+    _, _, stats = layer(x_ND[None])
+    assert stats["drop_rate"] == 8 / 16
+
+
+def test_capacity_never_exceeds_tokens():
+    layer = make_layer(capacity_factor=100.0)
+    assert layer.capacity(5) == 5
+    y, _, _ = layer(torch.randn(1, 5, D))
+    assert y.shape == (1, 5, D)
+
+
+def test_dropless_drops_nothing_under_skew():
+    layer, x_ND = skewed_layer(dropless=True)
+    y, _, stats = layer(x_ND[None])
+    assert stats["drop_rate"] == 0.0
+    assert bool((y[0].abs().sum(-1) > 0).all())
+
+
+def test_experts_with_zero_tokens_get_zero_gradients():
+    layer, x_ND = skewed_layer(dropless=True)
+    y, _, _ = layer(x_ND[None])
+    y.square().sum().backward()
+    grad = layer.experts.w1_EDH.grad
+    assert grad[0].abs().sum() > 0
+    assert torch.equal(grad[1:], torch.zeros_like(grad[1:]))
+
+
+def test_shared_expert_adds_dense_path():
+    layer = make_layer(shared=True, dropless=True)
+    with torch.no_grad():
+        layer.experts.w2_EHD.zero_()  # routed experts now contribute nothing
+    x_BTD = torch.randn(2, 3, D)
+    y, _, _ = layer(x_BTD)
+    torch.testing.assert_close(y, layer.shared_expert(x_BTD))
+
+
+def test_balance_loss_is_one_for_uniform_routing_and_e_when_collapsed():
+    n_experts = 4
+    uniform_NE = torch.full((8, n_experts), 1 / n_experts)
+    chosen_NK = torch.arange(8).remainder(n_experts)[:, None]
+    assert load_balancing_loss(uniform_NE, chosen_NK).item() == pytest.approx(1.0)
+    collapsed_NE = torch.zeros(8, n_experts)
+    collapsed_NE[:, 0] = 1.0
+    chosen_NK = torch.zeros(8, 1, dtype=torch.long)
+    assert load_balancing_loss(collapsed_NE, chosen_NK).item() == pytest.approx(n_experts)
+
+
+def test_balance_loss_counting_forms_differ_by_hand():
+    # 2 tokens, 2 experts, top-2: all_k counts both choices (f = 1/2, 1/2);
+    # top1 counts only first choices, both on expert 0 (f = 1, 0).
+    probs_NE = torch.tensor([[0.75, 0.25], [0.75, 0.25]])
+    chosen_NK = torch.tensor([[0, 1], [0, 1]])
+    # E * sum f*P: all_k = 2 * (0.5*0.75 + 0.5*0.25) = 1.0; top1 = 2 * (1*0.75) = 1.5
+    assert load_balancing_loss(probs_NE, chosen_NK, "all_k").item() == pytest.approx(1.0)
+    assert load_balancing_loss(probs_NE, chosen_NK, "top1").item() == pytest.approx(1.5)
+
+
+def test_z_loss_value():
+    logits_NE = torch.zeros(3, 4)
+    assert router_z_loss(logits_NE).item() == pytest.approx(math.log(4) ** 2)
+    logits_NE = torch.tensor([[0.0, math.log(3.0)]])  # logsumexp = log 4
+    assert router_z_loss(logits_NE).item() == pytest.approx(math.log(4) ** 2)
+
+
+def test_layer_aux_loss_is_weighted_sum():
+    layer = make_layer(dropless=True)
+    layer.aux_loss_weight, layer.z_loss_weight = 0.5, 0.25
+    x_ND = torch.randn(10, D)
+    routing = layer.router(x_ND)
+    _, aux, _ = layer(x_ND[None])
+    want = 0.5 * routing.balance_loss + 0.25 * routing.z_loss
+    torch.testing.assert_close(aux, want)
+
+
+def test_bias_changes_selection_not_weights():
+    router = TopKRouter(RouterConfig(d_model=D, n_experts=4, top_k=1, bias_update_rate=0.1))
+    router.expert_bias_E[3] = 10.0
+    x_ND = torch.randn(12, D)
+    routing = router(x_ND)
+    assert routing.expert_TK.eq(3).all()
+    probs_NE = router.gate(x_ND).softmax(-1)
+    torch.testing.assert_close(routing.weight_TK[:, 0], probs_NE[:, 3])
+
+
+def test_bias_update_moves_towards_balance_by_sign():
+    router = TopKRouter(RouterConfig(d_model=D, n_experts=4, top_k=1, bias_update_rate=0.01))
+    router.load_E.copy_(torch.tensor([10.0, 0.0, 5.0, 5.0]))  # mean load 5
+    router.update_bias()
+    torch.testing.assert_close(router.expert_bias_E, torch.tensor([-0.01, 0.01, 0.0, 0.0]))
+    assert router.load_E.sum() == 0
+    assert not any(p is router.expert_bias_E for p in router.parameters())
+
+
+def test_random_second_expert_keeps_with_probability_twice_its_weight():
+    torch.manual_seed(0)
+    router = TopKRouter(RouterConfig(d_model=2, n_experts=2, top_k=2, random_second_expert=True))
+    with torch.no_grad():  # logits (log 9, 0): normalised weights 0.9 and 0.1 -> keep 20 %
+        router.gate.weight.copy_(torch.tensor([[math.log(9.0), 0.0], [0.0, 0.0]]))
+    x_ND = torch.tensor([[1.0, 0.0]]).repeat(4000, 1)
+    routing = router(x_ND)
+    kept = routing.expert_TK[:, 1].ge(0).float().mean().item()
+    assert 0.17 < kept < 0.23
+    dropped = routing.expert_TK[:, 1] < 0
+    assert routing.weight_TK[dropped, 1].eq(0).all()
+    router.eval()
+    assert router(x_ND).expert_TK.ge(0).all()  # evaluation keeps both experts
+
+
+def test_jitter_only_in_training():
+    router = TopKRouter(RouterConfig(d_model=D, n_experts=4, top_k=2, jitter_eps=0.5))
+    x_ND = torch.randn(50, D)
+    a, b = router(x_ND).weight_TK, router(x_ND).weight_TK
+    assert not torch.equal(a, b)
+    router.eval()
+    torch.testing.assert_close(router(x_ND).weight_TK, router(x_ND).weight_TK)
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: RouterConfig(d_model=4, n_experts=4, top_k=5), "top_k"),
+        (
+            lambda: RouterConfig(d_model=4, n_experts=4, top_k=1, random_second_expert=True),
+            "random_second_expert",
+        ),  # fmt: skip
+        (lambda: DispatchConfig(capacity_factor=0.0), "capacity_factor"),
+        (lambda: DispatchConfig(dropless=True, compute="padded"), "capacity_compute"),
+    ],
+)
+def test_invalid_options_name_the_field(make, field):
+    with pytest.raises(ConfigError) as err:
+        make()
+    assert err.value.field == field
