@@ -1,0 +1,179 @@
+"""The shell around the trainer, shared by the three entrypoints.
+
+main(): parse hyperparameters, read /opt/ml + SM_* once, init the process group, seed,
+build the family's task, train, then (rank 0) write the model, plots, rule verdicts and
+metrics.json. All errors go through runtime.failure.run_main (failure file, exit code).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sm_toolkit.runtime import distributed
+from sm_toolkit.runtime.env import RuntimeEnv, read_env
+from sm_toolkit.runtime.failure import run_main
+from sm_toolkit.runtime.signals import StopFlag
+from sm_toolkit.train import plots
+from sm_toolkit.train.families import Built
+from sm_toolkit.train.hparams import Parser, train_config
+from sm_toolkit.train.metrics import metrics_line, write_report
+from sm_toolkit.train.rules import Observations, evaluate_rules, normalise_rule_names
+from sm_toolkit.train.trainer import FitResult, Trainer
+
+Builder = Callable[[Any, RuntimeEnv, distributed.DistInfo], Built]
+ACTIVATION_RULES = {"dead_relu", "saturated_activation"}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def set_threads(threads: int, dist: distributed.DistInfo) -> None:
+    """Intra-op threads: the given number, or the CPUs shared out among local processes
+    (several processes each using every core slow each other down many times over)."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    elif dist.enabled:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world_size))
+
+
+def pick_device(env: RuntimeEnv, dist: distributed.DistInfo) -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", dist.local_rank)
+    return torch.device("cpu")
+
+
+def save_model(model_dir: Path, built: Built, model: torch.nn.Module, config: dict) -> None:
+    """model.pt (state_dict) + model_config.json (enough to rebuild the model)."""
+    torch.save(model.state_dict(), model_dir / "model.pt")
+    meta = {
+        "family": built.family,
+        "model_config": built.model_config,
+        "train_config": config,
+        **built.extra,
+    }
+    (model_dir / "model_config.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def finalize(
+    name: str,
+    env: RuntimeEnv,
+    built: Built,
+    trainer: Trainer,
+    result: FitResult,
+    rules: Sequence[str],
+) -> dict[str, Any]:
+    """Rank 0 after training: final evaluation, plots, rules, report, model."""
+    state, out = result.state, env.output_data_dir
+    final = built.task.final_report(trainer.model, out)
+    if final.get("metrics"):
+        print(metrics_line(final["metrics"], epoch=state.epoch, step=state.step), flush=True)
+    base = final.get("unigram_baseline")
+    if base and state.epochs:
+        model_ppl = state.epochs[-1].get("val:perplexity", float("nan"))
+        print(
+            f"[baseline] validation perplexity: model {model_ppl:.3f}"
+            f" vs unigram {base['perplexity']:.3f}"
+        )
+    plots.loss_curves(state.step_losses, state.epochs, out / "loss_curves.png")
+    plots.gradient_flow_plot(trainer.grads.mean_abs, out / "gradient_flow.png")
+    obs = Observations(
+        step_losses=state.step_losses,
+        epoch_train_loss=[e["train:loss"] for e in state.epochs],
+        epoch_val_loss=[e.get("val:loss", float("nan")) for e in state.epochs],
+        grads=trainer.grads, activations=trainer.acts, non_finite_steps=state.non_finite_steps,
+    )  # fmt: skip
+    verdicts = evaluate_rules(rules, obs)
+    for verdict in verdicts:
+        print(verdict.line())
+    save_model(env.model_dir, built, trainer.model, trainer.config.to_dict())
+    report = {
+        "entrypoint": name,
+        "family": built.family,
+        "world_size": trainer.dist.world_size,
+        "steps": state.step,
+        "epochs_run": state.epoch,
+        "stopped_early": state.stopped_early,
+        "seconds": round(result.seconds, 3),
+        "train_config": trainer.config.to_dict(),
+        "model_config": built.model_config,
+        "history": state.epochs,
+        "final": {**(state.epochs[-1] if state.epochs else {}), **final.pop("metrics", {})},
+        "rules": [v.to_dict() for v in verdicts],
+        **final,
+    }
+    write_report(out / "metrics.json", report)
+    return report
+
+
+def _job(name: str, parser: Parser, build: Builder, argv, environ, holder: dict) -> None:
+    ns = parser.parse(argv)
+    env = read_env(environ, local_dir=Path("runs") / Path(name).stem)
+    holder["env"] = env
+    rules = normalise_rule_names(env.rules)
+    config = train_config(ns)
+    env.prepare()
+    dist = distributed.detect(environ)
+    set_threads(ns.threads, dist)
+    device = pick_device(env, dist)
+    distributed.init_process_group(dist, device, environ)
+    seed_everything(config.seed)
+    built = build(ns, env, dist)
+    stop = StopFlag().install()
+    trainer = Trainer(
+        config, built.task, dist=dist, device=device, checkpoint_dir=env.checkpoint_dir,
+        tensorboard_dir=env.tensorboard_dir, watch_activations=bool(ACTIVATION_RULES & set(rules)),
+        stop=stop,
+    )  # fmt: skip
+    if dist.is_main:
+        n_params = sum(p.numel() for p in trainer.model.parameters())
+        print(
+            f"[job] {name}: {built.family} model with {n_params:,} parameters; "
+            f"{trainer.steps_per_epoch} steps/epoch x {config.epochs} epochs; world size "
+            f"{dist.world_size}; device {device}; output {env.output_data_dir}; checkpoints "
+            f"{env.checkpoint_dir or 'off'}",
+            flush=True,
+        )
+        for note in built.notes:
+            print(note)
+    result = trainer.fit()
+    stop.uninstall()
+    if result.interrupted is None and dist.is_main:
+        finalize(name, env, built, trainer, result, rules)
+    elif result.interrupted:
+        print(f"[job] stopped early ({result.interrupted}); resume by running the job again")
+    distributed.barrier(dist)
+    distributed.shutdown(dist)
+
+
+def main(
+    name: str,
+    parser: Parser,
+    build: Builder,
+    argv: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    """Run one training job; returns the process exit code."""
+    environ = os.environ if environ is None else environ
+    holder: dict[str, RuntimeEnv] = {}
+    t0 = time.perf_counter()
+
+    def failure_file() -> Path:
+        env = holder.get("env") or read_env(environ, local_dir=Path("runs") / Path(name).stem)
+        return env.failure_file
+
+    code = run_main(lambda: _job(name, parser, build, argv, environ, holder), failure_file)
+    if code == 0:
+        print(f"[job] {name} finished in {time.perf_counter() - t0:.1f}s", flush=True)
+    return code

@@ -1,0 +1,71 @@
+"""Optimizers, the warmup + cosine schedule and the explicit L1/L2 penalties."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from sm_toolkit.train.config import TrainConfig
+
+
+def build_optimizer(
+    config: TrainConfig, params: Iterable[nn.Parameter] | list[dict]
+) -> torch.optim.Optimizer:
+    """SGD with momentum, Adam, AdamW or RMSProp from `config`."""
+    params = list(params)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def lr_factor(step: int, *, total_steps: int, warmup_steps: int, schedule: str, floor: float):
+    """Multiplier of the base lr at `step`: linear warmup, then cosine down to `floor`."""
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(
+    config: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """LambdaLR over `lr_factor` (its state is just the step count, so it checkpoints cleanly)."""
+
+    def factor(step: int) -> float:
+        return lr_factor(
+            step,
+            total_steps=total_steps,
+            warmup_steps=config.warmup_steps,
+            schedule=config.schedule,
+            floor=config.min_lr_ratio,
+        )
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def weight_penalty(model: nn.Module, *, l1: float, l2: float) -> torch.Tensor | None:
+    """l1 * sum|W| + l2 * sum W^2 over weight matrices/kernels (not biases, norms or gains)."""
+    if not l1 and not l2:
+        return None
+    weights = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
+    total = weights[0].new_zeros(())
+    for w in weights:
+        if l1:
+            total = total + l1 * w.abs().sum()
+        if l2:
+            total = total + l2 * w.pow(2).sum()
+    return total

@@ -1,0 +1,300 @@
+"""The one training loop for every model family.
+
+    for epoch: for batch in task.batches(epoch)[position:]:
+        loss (+ L1/L2) -> backward -> clip -> optimizer + schedule step
+        every checkpoint_every steps: atomic checkpoint; on SIGTERM: checkpoint and return
+    end of epoch: all-reduced train metrics + validation metrics -> one [metrics] line,
+        early stopping
+
+Everything that decides what happens next (step, epoch, position in the epoch's batch list,
+RNG states, optimizer/schedule, early-stopping state, metric history, the task's own state
+such as a carried RNN hidden state) is in the checkpoint, so a resumed run continues exactly
+like an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sm_toolkit.errors import ConfigError
+from sm_toolkit.runtime.distributed import DistInfo, all_reduce_mean
+from sm_toolkit.train.checkpoint import CheckpointManager, rng_state, set_rng_state
+from sm_toolkit.train.config import TrainConfig
+from sm_toolkit.train.metrics import metrics_line, prefixed
+from sm_toolkit.train.monitor import ActivationStats, GradientFlow
+from sm_toolkit.train.optim import build_optimizer, build_scheduler, weight_penalty
+from sm_toolkit.train.task import Task
+
+
+@dataclass
+class TrainState:
+    """Loop position and history; everything here goes into the checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    position: int = 0
+    epoch_sums: dict[str, float] = field(default_factory=dict)
+    epoch_count: int = 0
+    step_losses: list[float] = field(default_factory=list)
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    best: float | None = None
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    non_finite_steps: list[int] = field(default_factory=list)
+
+
+@dataclass
+class FitResult:
+    state: TrainState
+    interrupted: str | None  # signal name or "max_steps" when the loop returned early
+    resumed_from: Path | None
+    seconds: float
+
+
+class Trainer:
+    """Runs `task` under `config`. Only rank 0 prints metric lines and writes checkpoints."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        task: Task,
+        *,
+        dist: DistInfo | None = None,
+        device: torch.device | None = None,
+        checkpoint_dir: Path | None = None,
+        tensorboard_dir: Path | None = None,
+        watch_activations: bool = False,
+        stop: Callable[[], bool] = lambda: False,
+        emit: Callable[[str], None] = print,
+    ) -> None:
+        self.config = config
+        self.task = task
+        self.dist = dist or DistInfo()
+        self.device = device or torch.device("cpu")
+        self.stop = stop
+        self.emit = emit if self.dist.is_main else (lambda _line: None)
+        self.model: nn.Module = task.model.to(self.device)
+        self.train_model = self._wrap(self.model)
+        self.optimizer = build_optimizer(config, self.model.parameters())
+        self.steps_per_epoch = len(task.batches(0))
+        if self.steps_per_epoch == 0:
+            raise ConfigError("batch_size", config.batch_size, "smaller than the training set")
+        self.total_steps = config.epochs * self.steps_per_epoch
+        self.scheduler = build_scheduler(config, self.optimizer, self.total_steps)
+        self.checkpoints = CheckpointManager(checkpoint_dir) if checkpoint_dir else None
+        self.grads = GradientFlow(self.model)
+        self.acts = ActivationStats(self.model) if watch_activations else None
+        self.state = TrainState()
+        self.writer = self._tensorboard(tensorboard_dir)
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        wrapped = model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            wrapped = DistributedDataParallel(model, device_ids=ids)
+        if self.config.compile:
+            wrapped = torch.compile(wrapped)
+        return wrapped
+
+    def _tensorboard(self, directory: Path | None):
+        if directory is None or not self.dist.is_main:
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(log_dir=str(directory))
+
+    # ----------------------------------------------------------------- checkpoints
+    def checkpoint_state(self) -> dict[str, Any]:
+        s = self.state
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_state(),
+            "step": s.step,
+            "epoch": s.epoch,
+            "position": s.position,
+            "epoch_sums": dict(s.epoch_sums),
+            "epoch_count": s.epoch_count,
+            "step_losses": list(s.step_losses),
+            "epochs": [dict(e) for e in s.epochs],
+            "early": {"best": s.best, "bad": s.bad_epochs, "stopped": s.stopped_early},
+            "non_finite_steps": list(s.non_finite_steps),
+            "task": self.task.state_dict(),
+            "grads": self.grads.state_dict(),
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        if self.checkpoints is None or not self.dist.is_main:
+            return None
+        return self.checkpoints.save(self.checkpoint_state())
+
+    def try_resume(self) -> Path | None:
+        """Load the latest valid checkpoint, if any. Returns its path."""
+        found = self.checkpoints.load_latest() if self.checkpoints else None
+        if found is None:
+            return None
+        path, ck = found
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        set_rng_state(ck["rng"])
+        early = ck["early"]
+        self.state = TrainState(
+            step=ck["step"], epoch=ck["epoch"], position=ck["position"],
+            epoch_sums=dict(ck["epoch_sums"]), epoch_count=ck["epoch_count"],
+            step_losses=list(ck["step_losses"]), epochs=[dict(e) for e in ck["epochs"]],
+            best=early["best"], bad_epochs=early["bad"], stopped_early=early["stopped"],
+            non_finite_steps=list(ck["non_finite_steps"]),
+        )  # fmt: skip
+        self.task.load_state_dict(ck["task"])
+        self.grads.load_state_dict(ck["grads"])
+        self.emit(
+            f"[checkpoint] resumed from {path.name}: step {self.state.step}, "
+            f"epoch {self.state.epoch + 1}, batch {self.state.position}/{self.steps_per_epoch}"
+        )
+        return path
+
+    # ----------------------------------------------------------------- one step
+    def _step(self, batch: Any) -> tuple[float, dict[str, float]]:
+        cfg, s = self.config, self.state
+        sample = s.step % cfg.log_every == 0
+        if sample and self.acts is not None:
+            self.acts.sample(s.step)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            loss, extras = self.task.loss(self.train_model, batch)
+        if self.acts is not None:
+            self.acts.stop()
+        penalty = weight_penalty(self.model, l1=cfg.l1, l2=cfg.l2)
+        total = loss + penalty if penalty is not None else loss
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if sample:
+            self.grads.record(self.model, s.step)
+        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        value = loss.item()
+        if math.isfinite(value) and math.isfinite(norm.item()):
+            self.optimizer.step()
+        else:  # keep the weights; the exploding_tensor rule reports it
+            s.non_finite_steps.append(s.step)
+            print(f"[train] WARNING: non-finite loss/gradient at step {s.step}; update skipped")
+        self.scheduler.step()
+        return value, extras
+
+    def _accumulate(self, value: float, extras: dict[str, float]) -> None:
+        s = self.state
+        s.step_losses.append(value)
+        for name, v in {"loss": value, **extras}.items():
+            s.epoch_sums[name] = s.epoch_sums.get(name, 0.0) + float(v)
+        s.epoch_count += 1
+
+    def _should_stop(self) -> str | None:
+        flag = 1.0 if self.stop() else 0.0
+        if self.dist.enabled:  # every rank must leave at the same step or collectives hang
+            flag = all_reduce_mean([flag], self.dist)[0]
+        if flag > 0:
+            return self._stop_name()
+        if self.config.max_steps and self.state.step >= self.config.max_steps:
+            return "max_steps"
+        return None
+
+    def _stop_name(self) -> str:
+        return getattr(self.stop, "signal_name", None) or "stop requested"
+
+    # ----------------------------------------------------------------- epochs
+    def _end_epoch(self) -> dict[str, float]:
+        s = self.state
+        names = sorted(s.epoch_sums)
+        means = all_reduce_mean([s.epoch_sums[n] / max(1, s.epoch_count) for n in names], self.dist)
+        metrics = prefixed("train", dict(zip(names, means, strict=True)))
+        metrics.update(prefixed("val", self.task.evaluate(self.model, "val")))
+        metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+        s.epochs.append({"epoch": float(s.epoch + 1), "step": float(s.step), **metrics})
+        self.emit(metrics_line(metrics, epoch=s.epoch + 1, step=s.step))
+        if self.writer is not None:
+            for name, v in metrics.items():
+                self.writer.add_scalar(name.replace(":", "/"), v, s.step)
+            self.writer.flush()
+        s.epoch_sums, s.epoch_count = {}, 0
+        self._early_stopping(metrics)
+        return metrics
+
+    def _early_stopping(self, metrics: dict[str, float]) -> None:
+        cfg, s = self.config, self.state
+        if not cfg.early_stopping_patience:
+            return
+        if cfg.early_stopping_metric not in metrics:
+            allowed = ", ".join(sorted(metrics))
+            raise ConfigError("early_stopping_metric", cfg.early_stopping_metric, allowed)
+        value = metrics[cfg.early_stopping_metric]
+        sign = 1.0 if cfg.early_stopping_mode == "min" else -1.0
+        if s.best is None or sign * (s.best - value) > cfg.early_stopping_min_delta:
+            s.best, s.bad_epochs = value, 0
+            return
+        s.bad_epochs += 1
+        if s.bad_epochs >= cfg.early_stopping_patience:
+            s.stopped_early = True
+            self.emit(
+                f"[train] early stopping after epoch {s.epoch + 1}: {cfg.early_stopping_metric} "
+                f"did not improve on {s.best:.5f} for {s.bad_epochs} epochs"
+            )
+
+    def _progress(self, pos: int, value: float, t0: float, done: int) -> None:
+        s, cfg = self.state, self.config
+        if s.step % cfg.log_every and pos != self.steps_per_epoch:
+            return
+        rate = done / max(1e-9, time.perf_counter() - t0)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.emit(
+            f"[train] epoch {s.epoch + 1}/{cfg.epochs} batch {pos}/{self.steps_per_epoch} "
+            f"step {s.step}/{self.total_steps} loss {value:.4f} lr {lr:.2e} {rate:.1f} steps/s"
+        )
+
+    # ----------------------------------------------------------------- fit
+    def fit(self) -> FitResult:
+        """Train until the last epoch, early stop, max_steps or a stop request."""
+        t0 = time.perf_counter()
+        resumed = self.try_resume()
+        s, cfg = self.state, self.config
+        done = 0
+        while s.epoch < cfg.epochs and not s.stopped_early:
+            batches = self.task.batches(s.epoch)
+            if s.position == 0:
+                self.task.start_epoch(s.epoch)
+            for pos in range(s.position, len(batches)):
+                value, extras = self._step(batches[pos])
+                s.step, s.position, done = s.step + 1, pos + 1, done + 1
+                self._accumulate(value, extras)
+                self._progress(pos + 1, value, t0, done)
+                if cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+                reason = self._should_stop()
+                if reason:
+                    return self._interrupt(reason, resumed, t0)
+            self._end_epoch()
+            s.epoch, s.position = s.epoch + 1, 0
+        self.save_checkpoint()
+        if self.writer is not None:
+            self.writer.close()
+        return FitResult(s, None, resumed, time.perf_counter() - t0)
+
+    def _interrupt(self, reason: str, resumed: Path | None, t0: float) -> FitResult:
+        path = self.save_checkpoint()
+        where = f"checkpoint {path}" if path else "no checkpoint folder, nothing saved"
+        self.emit(f"[signal] stopping at step {self.state.step} ({reason}): {where}")
+        sys.stdout.flush()
+        if self.writer is not None:
+            self.writer.close()
+        return FitResult(self.state, reason, resumed, time.perf_counter() - t0)
