@@ -120,7 +120,8 @@ def _plot_by_trial(records, out_dir: Path, objective_name: str, maximize: bool) 
         ax.step(xs, ys, where="post", color="black", linewidth=1, label="best so far")
     ax.set_xlabel("trial")
     ax.set_ylabel(objective_name)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
     return _save(fig, out_dir / "objective_by_trial.png")
 
 

@@ -200,7 +200,7 @@ def make_sampler(tuning: Any) -> optuna.samplers.BaseSampler:
     seed = tuning.random_seed
     if tuning.strategy == "Grid":
         grid = {name: list(r.values) for name, r in tuning.ranges.items()}
-        return optuna.samplers.GridSampler(grid, seed=seed)
+        return _AskTellGridSampler(grid, seed=seed)
     if tuning.strategy in ("Random", "Hyperband"):
         return optuna.samplers.RandomSampler(seed=seed)
     with warnings.catch_warnings():
@@ -211,6 +211,14 @@ def make_sampler(tuning: Any) -> optuna.samplers.BaseSampler:
             constant_liar=True,
             n_startup_trials=_tpe_startup(effective_max_jobs(tuning)),
         )
+
+
+class _AskTellGridSampler(optuna.samplers.GridSampler):
+    """GridSampler calls ``study.stop()`` once every grid point was tried, which optuna only
+    allows inside ``optimize``; under ask/tell the tuner stops by itself at max_jobs."""
+
+    def after_trial(self, study, trial, state, values) -> None:  # noqa: D102
+        return None
 
 
 def _tpe_startup(max_jobs: int) -> int:

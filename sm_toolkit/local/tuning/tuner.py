@@ -94,7 +94,7 @@ def run_local_tuning(
     ctx = TrialContext(
         spec=spec,
         run_job=run_job,
-        jobs_dir=out_dir / "jobs",
+        jobs_dir=out_dir,  # run_job puts each trial under <jobs_dir>/jobs/<trial name>
         objective_metric=tuning.objective.metric,
         parser_factory=_parser_factory(spec, tuning.objective.metric),
         static_overrides=overrides,
