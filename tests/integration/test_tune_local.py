@@ -1,0 +1,100 @@
+"""Local tuning through the real runner: each trial is a real training job (sagemaker-training
+launcher, relocated /opt/ml, artifacts uploaded to a moto S3 on 127.0.0.1) of the quadratic
+fixture script."""
+
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+
+from sm_toolkit.local.tuning import run_local_tuning
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures" / "quadratic"))
+from quadratic_support import FakeRunner, make_spec, quadratic_train  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def moto_s3():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="sm-toolkit-test")
+        yield s3
+    server.stop()
+
+
+@pytest.mark.slow
+def test_parallel_trials_run_the_script_with_their_hyperparameters(tmp_path, moto_s3):
+    spec = make_spec(max_jobs=2, max_parallel_jobs=2, epochs=2, sleep=0.05)
+    result = run_local_tuning(spec, workdir=tmp_path, log=lambda line: None)
+    assert [t.status for t in result.trials] == ["Completed", "Completed"]
+    for trial in result.trials:
+        hps = trial.hyperparameters
+        # The script computed its loss from the values the tuner chose (-x/-y reached it).
+        expected = quadratic_train.loss(hps["x"], hps["y"], hps["optimizer"], 2)
+        assert trial.objective == pytest.approx(expected, abs=1e-5)
+        assert len(trial.intermediate) == 2
+        assert Path(trial.log_path).is_file()
+        bucket, key = trial.model_artifacts[len("s3://") :].split("/", 1)
+        assert moto_s3.head_object(Bucket=bucket, Key=key)["ContentLength"] > 0
+        assert (tmp_path / "tuning" / "quad" / "jobs" / trial.name / "opt_ml").is_dir()
+    assert result.best.objective == min(t.objective for t in result.trials)
+    assert result.leaderboard_csv.is_file() and len(result.plots) == 3
+
+
+@pytest.mark.slow
+def test_early_stopping_stops_a_real_job_that_falls_behind(tmp_path, moto_s3):
+    # Three good finished trials, made cheaply by the in-process fake, warm-start the child
+    # (IdenticalDataAndAlgorithm keeps their per-epoch values): at epoch 1 their running
+    # averages are about 2.0, so the child's real job, at f(x, y, opt) + 2 > 2.0 whatever
+    # it draws, falls behind the median and must be stopped there.
+    good = {
+        "x": {"type": "categorical", "values": [0.9, 1.0, 1.1]},
+        "y": {"type": "categorical", "values": [2]},
+        "optimizer": {"type": "categorical", "values": ["adam"]},
+    }
+    parent = make_spec(
+        job_name="parent",
+        strategy="Grid",
+        max_jobs=None,
+        max_parallel_jobs=1,
+        epochs=6,
+        sleep=0.5,
+        ranges=good,
+    )
+    run_local_tuning(parent, workdir=tmp_path, run_job=FakeRunner(), log=lambda line: None)
+    child = make_spec(
+        job_name="child",
+        max_jobs=1,
+        max_parallel_jobs=1,
+        epochs=6,
+        sleep=0.5,
+        early_stopping="Auto",
+        warm_start={"type": "IdenticalDataAndAlgorithm", "parents": ["parent"]},
+    )
+    lines: list[str] = []
+    result = run_local_tuning(child, workdir=tmp_path, log=lines.append)
+    assert result.warm_start_trials == 3
+    (trial,) = result.trials
+    assert trial.intermediate[0] > 2.0
+    assert trial.status == "Stopped" and trial.early_stopped
+    # SIGTERM reached the job within an epoch or two of the decision, long before epoch 6.
+    assert 1 <= trial.epochs <= 2
+    assert "Stopped (early stopped)" in " ".join(lines)
+    assert result.best is None and result.leaderboard[0]["status"] == "Stopped (early stopped)"
