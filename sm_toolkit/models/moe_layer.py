@@ -80,7 +80,7 @@ def plan_dispatch(expert_NK: torch.Tensor, n_experts: int, capacity: int | None)
     assign_S = order_A[: sum(routed)]
     expert_S = key_A[assign_S]
     start_E = torch.cumsum(routed_E, 0) - routed_E
-    pos_S = torch.arange(assign_S.numel()) - start_E[expert_S]
+    pos_S = torch.arange(assign_S.numel(), device=key_A.device) - start_E[expert_S]
     counts = routed
     if capacity is not None:
         keep_S = pos_S < capacity
@@ -164,7 +164,7 @@ class MoELayer(nn.Module):
         """Fixed shapes: gather rows into [E, C, D] (empty slots read a zero row), bmm, back."""
         n_tokens, d_model = x_ND.shape
         slot_S = plan.expert_S * capacity + plan.pos_S
-        source_EC = torch.full((self.n_experts * capacity,), n_tokens, dtype=torch.long)
+        source_EC = slot_S.new_full((self.n_experts * capacity,), n_tokens)
         source_EC[slot_S] = plan.token_S
         x_padded_ND = torch.cat([x_ND, x_ND.new_zeros(1, d_model)])
         x_ECD = x_padded_ND.index_select(0, source_EC).view(self.n_experts, capacity, d_model)

@@ -74,7 +74,7 @@ class ExpertParallelExperts(nn.Module):
 
     def forward(self, x_SD: torch.Tensor, counts: list[int]) -> torch.Tensor:
         n_local = self.local.n_experts
-        send_E = torch.tensor(counts, dtype=torch.long)
+        send_E = torch.tensor(counts, dtype=torch.long, device=x_SD.device)
         recv_E = torch.empty_like(send_E)  # chunk r: rows rank r sends to each of my experts
         dist.all_to_all_single(recv_E, send_E, group=self.group)
         send_splits = send_E.view(self.world, n_local).sum(1).tolist()
@@ -84,22 +84,18 @@ class ExpertParallelExperts(nn.Module):
         order_R = expert_major_order(recv_WL)
         y_RD_sorted = self.local(x_RD.index_select(0, order_R), recv_WL.sum(0).tolist())
         inverse_R = torch.empty_like(order_R)
-        inverse_R[order_R] = torch.arange(order_R.numel())
+        inverse_R[order_R] = torch.arange(order_R.numel(), device=order_R.device)
         y_RD = y_RD_sorted.index_select(0, inverse_R)
         return all_to_all_rows(y_RD, send_splits, recv_splits, self.group)
 
 
 def expert_major_order(counts_WL: torch.Tensor) -> torch.Tensor:
     """Row order that turns (source rank, expert)-ordered rows into (expert, source rank)."""
-    flat = counts_WL.reshape(-1)
-    start_WL = (torch.cumsum(flat, 0) - flat).view_as(counts_WL)
     world, n_local = counts_WL.shape
-    pieces = [
-        torch.arange(int(start_WL[r, j]), int(start_WL[r, j] + counts_WL[r, j]))
-        for j in range(n_local)
-        for r in range(world)
-    ]
-    return torch.cat(pieces) if pieces else torch.empty(0, dtype=torch.long)
+    chunk_R = torch.repeat_interleave(
+        torch.arange(world * n_local, device=counts_WL.device), counts_WL.reshape(-1)
+    )
+    return torch.argsort(chunk_R % n_local, stable=True)  # stable: keeps source-rank order
 
 
 def shard_experts(model: nn.Module, group=None) -> nn.Module:
