@@ -221,7 +221,7 @@ def _run_trials(ctx, study, space, tuning, log: Log):
                     record = future.result()
                     records.append(record)
                     was_best = tracker.best
-                    tracker.update(record, study)
+                    tracker.update(record)
                     log(_finish_line(record, tuning, is_best=tracker.best is not was_best))
                 if tracker.runtime_exceeded() and tracker.reason is None:
                     tracker.reason = "MaxRuntimeExceeded"
