@@ -40,6 +40,34 @@ _PARAMETERS = {
 }
 
 
+def _validate_config_once(config: dict | None = None) -> None:
+    """``validate_sagemaker_config`` with the schema compiled once and each config checked
+    once. The SDK re-checks its whole JSON schema against the meta-schema on every config
+    lookup (~0.5 s each, ~20 per fit); the config itself is still validated."""
+    import json
+
+    import jsonschema
+    from sagemaker.config.config_schema import SAGEMAKER_PYTHON_SDK_CONFIG_SCHEMA as schema
+
+    key = json.dumps(config, sort_keys=True, default=str)
+    if key in _VALIDATED:
+        return
+    if not _VALIDATOR:
+        _VALIDATOR.append(jsonschema.validators.validator_for(schema)(schema))
+    _VALIDATOR[0].validate(config)
+    _VALIDATED.add(key)
+
+
+_VALIDATED: set[str] = set()
+_VALIDATOR: list[Any] = []
+
+
+def _install_fast_config_validation() -> None:
+    import sagemaker.utils
+
+    sagemaker.utils.validate_sagemaker_config = _validate_config_once
+
+
 def make_session(
     boto_session: boto3.Session,
     *,
@@ -48,6 +76,7 @@ def make_session(
     session_class: type[Session] = Session,
 ) -> Session:
     """A SageMaker session that never asks STS for the account (bucket given)."""
+    _install_fast_config_validation()
     return session_class(
         boto_session=boto_session, default_bucket=bucket, sagemaker_config=sagemaker_config
     )

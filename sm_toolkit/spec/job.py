@@ -21,6 +21,15 @@ REGION_PATTERN = r"^[a-z]{2}(-[a-z]+)+-\d$"
 CHANNEL_PATTERN = r"^[A-Za-z0-9\.\-_]{1,64}$"
 ENV_KEY_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]{0,511}$"
 
+# What each pattern means, for error messages a person can act on.
+PATTERN_HINTS = {
+    JOB_NAME_PATTERN: "1-63 letters, digits and hyphens, starting with a letter or digit",
+    ROLE_ARN_PATTERN: "a full IAM role ARN like arn:aws:iam::123456789012:role/Name",
+    S3_URI_PATTERN: "an S3 URI like s3://bucket/prefix",
+    INSTANCE_TYPE_PATTERN: "a SageMaker instance type like ml.c5.xlarge",
+    REGION_PATTERN: "an AWS region like us-east-1",
+}
+
 Scalar = bool | int | float | str
 
 

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ValidationError
 
 from sm_toolkit.errors import MISSING, ConfigError
 from sm_toolkit.spec import rules
-from sm_toolkit.spec.job import JobSpec
+from sm_toolkit.spec.job import PATTERN_HINTS, JobSpec
+from sm_toolkit.spec.tuning import TUNING_NAME_PATTERN
 from sm_toolkit.spec.metrics import default_metric_definitions, entrypoint_catalog
 
 ENTRYPOINTS_ENV = "SM_TOOLKIT_ENTRYPOINTS_DIR"
@@ -97,6 +98,9 @@ def _to_config_error(exc: ValidationError) -> ConfigError:
     err = exc.errors()[0]
     loc = [str(p) for p in err["loc"]]
     kind = err["type"]
+    if loc and loc[-1] in _SCALAR_MEMBERS:  # no member of bool | int | float | str fits
+        return ConfigError(_join(loc[:-1]), err.get("input"),
+                           "a single value: a string, a number or true/false")
     if kind == "extra_forbidden":
         allowed = _allowed_keys(err["loc"][:-1])
         return ConfigError(_join(loc), loc[-1], "unknown key; allowed: " + allowed)
@@ -108,7 +112,15 @@ def _to_config_error(exc: ValidationError) -> ConfigError:
     return ConfigError(_join(loc), err.get("input"), _msg(err))
 
 
+_SCALAR_MEMBERS = {"bool", "int", "float", "str"}
+
+
 def _msg(err: dict) -> str:
+    pattern = (err.get("ctx") or {}).get("pattern")
+    if err["type"] == "string_pattern_mismatch" and pattern:
+        if pattern == TUNING_NAME_PATTERN:
+            return "at most 32 letters, digits and hyphens (a tuning job name)"
+        return PATTERN_HINTS.get(pattern, f"must match {pattern}")
     msg = err["msg"]
     return msg[0].lower() + msg[1:] if msg else "see examples/"
 

@@ -1,0 +1,39 @@
+# sm-toolkit: `make demo` runs the main job, `make test` runs the tests; both set up
+# everything they need on a fresh machine (a .venv with pinned dependencies).
+
+.DEFAULT_GOAL := install
+PYTHON ?= python3
+VENV ?= .venv
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-unit test-integration lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	# torch is pinned to 2.13.0 in pyproject.toml: an unpinned torch pulls CUDA wheels.
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/sm-toolkit demo
+
+test: $(STAMP)
+	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: $(STAMP)
+	$(VENV)/bin/pytest tests/integration $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check sm_toolkit entrypoints benchmarks tests
+
+clean:
+	rm -rf .sm-toolkit .pytest_cache
+
+include container/container.mk

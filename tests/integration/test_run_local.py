@@ -1,0 +1,117 @@
+"""run --local, process backend: real `train` launcher, fake /opt/ml, moto S3 on 127.0.0.1."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from sm_toolkit.errors import LocalRunError
+from sm_toolkit.local.process import run_job
+from sm_toolkit.spec import parse_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURE = ROOT / "tests" / "fixtures" / "userscript"
+pytestmark = pytest.mark.integration
+
+
+def user_spec(bucket: str, **extra) -> object:
+    data = {
+        "name": "user-job",
+        "entry_point": "train.py",
+        "source_dir": str(FIXTURE),
+        "hyperparameters": {"epochs": 3, "scale": 2.0},
+        "image_uri": "sm-toolkit:latest",
+        "role": "arn:aws:iam::123456789012:role/SageMakerTrainingRole",
+        "instance": {"type": "ml.c5.xlarge"},
+        "output_path": f"s3://{bucket}/output",
+        "metrics": [{"name": "train:loss", "regex": r"train:loss=([0-9.]+)"},
+                    {"name": "previous_runs", "regex": r"previous_runs=([0-9]+)"}],
+        **extra,
+    }
+    return parse_spec(data, base_dir=ROOT)
+
+
+def _tar_names(s3, uri: str) -> list[str]:
+    bucket, key = uri[len("s3://"):].split("/", 1)
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        return sorted(tar.getnames())
+
+
+def test_job_runs_through_the_container_contract(s3, bucket, tmp_path):
+    s3.put_object(Bucket=bucket, Key="data/train/a.csv", Body=b"1")
+    s3.put_object(Bucket=bucket, Key="data/train/sub/b.csv", Body=b"2")
+    local = tmp_path / "extra"
+    local.mkdir()
+    (local / "c.txt").write_text("3")
+    spec = user_spec(bucket, inputs={"train": f"s3://{bucket}/data/train", "extra": str(local)})
+    lines: list[str] = []
+    result = run_job(spec, job_name="user-job-1", workdir=tmp_path, on_line=lines.append)
+
+    assert result.status == "Completed", result.failure_reason
+    assert result.metric_series["train:loss"] == [2.0, 1.0, 0.6667]
+    assert result.final_metrics["train:loss"] == 0.6667
+    assert "channel train: ['a.csv', 'sub/b.csv']" in lines
+    assert "channel extra: ['c.txt']" in lines
+    # the SDK's own hyperparameters, with the code location made local
+    hps = json.loads((result.base_dir / "input/config/hyperparameters.json").read_text())
+    assert hps["sagemaker_program"] == '"train.py"'
+    assert json.loads(hps["sagemaker_submit_directory"]) == str(FIXTURE)
+    assert hps["scale"] == "2.0"
+    assert (result.base_dir / "output" / "success").exists()
+    assert result.model_artifacts == f"s3://{bucket}/output/user-job-1/output/model.tar.gz"
+    assert _tar_names(s3, result.model_artifacts) == ["weights.txt"]
+    assert _tar_names(s3, result.output_artifacts) == ["report.json"]
+
+
+def test_hyperparameter_overrides_reach_the_script(bucket, tmp_path):
+    result = run_job(user_spec(bucket), job_name="user-job-2", workdir=tmp_path,
+                     hyperparameters={"scale": 4.0, "epochs": 1})
+    assert result.metric_series["train:loss"] == [4.0]
+
+
+def test_failing_script_fails_the_job_with_its_reason(bucket, tmp_path):
+    result = run_job(user_spec(bucket, hyperparameters={"mode": "fail"}), job_name="user-fail",
+                     workdir=tmp_path)
+    assert result.status == "Failed"
+    assert "learning rate too spicy" in result.failure_reason
+    assert len(result.failure_reason) <= 1024
+
+
+def test_stop_event_stops_the_job_like_stop_training_job(bucket, tmp_path):
+    stop = threading.Event()
+    threading.Timer(6.0, stop.set).start()
+    began = time.monotonic()
+    result = run_job(user_spec(bucket, hyperparameters={"mode": "sleep"}), job_name="user-stop",
+                     workdir=tmp_path, stop_event=stop)
+    assert result.status == "Stopped"
+    assert time.monotonic() - began < 40  # the script would sleep 60 s
+
+
+def test_checkpoints_are_restored_before_and_uploaded_after(s3, bucket, tmp_path):
+    spec = user_spec(bucket, checkpoint={"s3_uri": f"s3://{bucket}/ckpt/user"})
+    first = run_job(spec, job_name="user-ckpt-1", workdir=tmp_path)
+    second = run_job(spec, job_name="user-ckpt-2", workdir=tmp_path)
+    assert first.final_metrics["previous_runs"] == 0
+    assert second.final_metrics["previous_runs"] == 1
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="ckpt/")["Contents"]]
+    assert keys == ["ckpt/user/run-0.txt", "ckpt/user/run-1.txt"]
+
+
+def test_missing_s3_input_is_a_clear_error(bucket, tmp_path):
+    spec = user_spec(bucket, inputs={"train": f"s3://{bucket}/nothing/here"})
+    with pytest.raises(LocalRunError, match="inputs.train: no objects under"):
+        run_job(spec, job_name="user-noinput", workdir=tmp_path)
+
+
+def test_smddp_is_refused_locally_with_the_reason(bucket, tmp_path):
+    spec = user_spec(bucket, distribution={"type": "smddp"},
+                     instance={"type": "ml.p4d.24xlarge"})
+    with pytest.raises(LocalRunError, match="needs NVIDIA GPUs"):
+        run_job(spec, job_name="user-smddp", workdir=tmp_path)
