@@ -19,8 +19,12 @@ SPEC = ROOT / "examples" / "cnn-local.yaml"
 
 
 def _start_s3() -> object:
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    for name in ("werkzeug", "botocore", "moto"):  # request logs would drown the training log
+        logging.getLogger(name).setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

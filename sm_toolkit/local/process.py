@@ -58,7 +58,7 @@ def run_job(
     """Run one training job locally and return its outcome (never raises for a job that
     fails: that is a Failed result, with the reason SageMaker would show)."""
     start = time.monotonic()
-    job = _prepare(spec, job_name, Path(workdir), hyperparameters or {})
+    job = _prepare(spec, job_name, Path(workdir).resolve(), hyperparameters or {})
     stage = S3Stage(spec.region)
     _stage_inputs(spec, job.base, stage)
     if spec.checkpoint is not None:
@@ -245,9 +245,10 @@ def _outcome(base: Path, rc: int, stopped: bool, log_path: Path) -> tuple[str, s
     # runner can report success after a failed script (swapped wait/capture_error).
     if failure.exists() and failure.read_text().strip():
         return "Failed", failure.read_text()[:FAILURE_REASON_LIMIT]
-    if rc != 0:
+    if rc != 0 or not (base / "output" / "success").exists():
         tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
-        return "Failed", (f"exit code {rc}: " + " | ".join(tail))[:FAILURE_REASON_LIMIT]
+        why = f"exit code {rc}" if rc != 0 else "the launcher exited without reporting success"
+        return "Failed", (f"{why}: " + " | ".join(tail))[:FAILURE_REASON_LIMIT]
     return "Completed", None
 
 

@@ -115,3 +115,27 @@ def test_smddp_is_refused_locally_with_the_reason(bucket, tmp_path):
                      instance={"type": "ml.p4d.24xlarge"})
     with pytest.raises(LocalRunError, match="needs NVIDIA GPUs"):
         run_job(spec, job_name="user-smddp", workdir=tmp_path)
+
+
+@pytest.mark.slow
+def test_cli_runs_the_cnn_example_locally_and_it_learns(s3, tmp_path):
+    """The demo's job through the CLI: digits from (moto) S3, the real CNN entrypoint."""
+    import subprocess
+    import sys
+
+    from sm_toolkit.train.datasets import write_digits_npz
+
+    s3.create_bucket(Bucket="sm-toolkit-demo")
+    data = write_digits_npz(tmp_path / "data")
+    s3.upload_file(str(data), "sm-toolkit-demo", "data/digits/digits.npz")
+    proc = subprocess.run(
+        [sys.executable, "-m", "sm_toolkit.cli", "run", str(ROOT / "examples" / "cnn-local.yaml"),
+         "--local", "--quiet", "--workdir", str(tmp_path), "--set", "epochs=4"],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert summary["TrainingJobStatus"] == "Completed"
+    metrics = {m["MetricName"]: m["Value"] for m in summary["FinalMetricDataList"]}
+    assert metrics["val:accuracy"] >= 0.95
+    out = Path(summary["LocalDirectory"]) / "output" / "data"
+    assert (out / "confusion_matrix.png").stat().st_size > 1000
