@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     ru.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a hyperparameter for this run")
     ru.add_argument("--quiet", action="store_true", help="don't echo the training log")
+    ru.add_argument("--interrupt-after", type=float, metavar="SECONDS",
+                    help="simulate a spot reclaim: SIGTERM the job once its script has "
+                    "run SECONDS, then restart it (checkpoints restore from S3)")
 
     t = sub.add_parser("tune", help="run the tuning section: --local on this machine")
     t.add_argument("spec")
@@ -139,7 +142,8 @@ def _run_local(spec, args: argparse.Namespace) -> int:
 
     echo = None if args.quiet else (lambda line: print(line, flush=True))
     result = run_job(spec, job_name=args.job_name or spec.name, workdir=args.workdir,
-                     hyperparameters=_overrides(args.set), on_line=echo)
+                     hyperparameters=_overrides(args.set), on_line=echo,
+                     interrupt_after=args.interrupt_after)
     print(dumps(result))
     return 0 if result.status == "Completed" else 1
 

@@ -38,6 +38,15 @@ class S3Stage:
                 count += 1
         return count
 
+    def fingerprint(self, uri: str) -> list[tuple[str, str, int]]:
+        """(key, ETag, size) of every object under a prefix: changes when the data does."""
+        bucket, prefix = split_uri(uri)
+        out = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                          Prefix=prefix):
+            out += [(o["Key"], o["ETag"], o["Size"]) for o in page.get("Contents", [])]
+        return out
+
     def upload_file(self, path: Path, uri: str) -> str:
         bucket, key = split_uri(uri)
         self.client.upload_file(str(path), bucket, key)

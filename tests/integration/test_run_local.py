@@ -139,3 +139,55 @@ def test_cli_runs_the_cnn_example_locally_and_it_learns(s3, tmp_path):
     assert metrics["val:accuracy"] >= 0.95
     out = Path(summary["LocalDirectory"]) / "output" / "data"
     assert (out / "confusion_matrix.png").stat().st_size > 1000
+
+
+def test_spot_interruption_restarts_and_resumes_from_checkpoints(s3, bucket, tmp_path):
+    spec = user_spec(bucket, hyperparameters={"mode": "resume", "epochs": 12},
+                     checkpoint={"s3_uri": f"s3://{bucket}/ckpt/resume"},
+                     metrics=[{"name": "epoch", "regex": r"epoch=([0-9]+)"},
+                              {"name": "running_sum", "regex": r"running_sum=([0-9.]+)"}])
+    lines: list[str] = []
+    result = run_job(spec, job_name="user-spot", workdir=tmp_path, interrupt_after=2.5,
+                     on_line=lines.append)
+    assert result.status == "Completed", result.failure_reason
+    assert result.interruptions == 1
+    assert any("spot interruption" in line for line in lines)
+    epochs = [int(e) for e in result.metric_series["epoch"]]
+    assert epochs == list(range(1, 13)), "every epoch exactly once: the restart resumed"
+    restart = next(i for i, line in enumerate(lines) if "restarting user-spot" in line)
+    first_attempt = [line for line in lines[:restart] if "running_sum=" in line]
+    assert 0 < len(first_attempt) < 12, "the reclaim hit mid-training"
+    assert any("state saved" in line for line in lines[:restart])
+    uninterrupted = sum(e * 1.0 for e in range(12))
+    assert result.final_metrics["running_sum"] == uninterrupted
+    assert s3.get_object(Bucket=bucket, Key="ckpt/resume/state.json")["ContentLength"] > 0
+
+
+def test_two_hosts_train_together_over_gloo(bucket, tmp_path):
+    spec = user_spec(bucket, hyperparameters={"mode": "ddp", "epochs": 1},
+                     instance={"type": "ml.c5.xlarge", "count": 2},
+                     distribution={"type": "torch_distributed"},
+                     metrics=[{"name": "allreduce", "regex": r"allreduce=([0-9.]+)"},
+                              {"name": "world", "regex": r"world=([0-9]+)"}])
+    lines: list[str] = []
+    result = run_job(spec, job_name="user-2hosts", workdir=tmp_path, on_line=lines.append)
+    assert result.status == "Completed", result.failure_reason
+    assert result.metric_series["world"] == [2.0, 2.0]
+    assert result.metric_series["allreduce"] == [3.0, 3.0]  # ranks 1 + 2 on both hosts
+    hosts = {line.split(" | ")[0] for line in lines if "allreduce=" in line}
+    assert hosts == {"127.0.0.1", "127.0.0.2"}
+
+
+def test_warm_pool_reuses_staged_data_for_the_next_matching_job(s3, bucket, tmp_path):
+    s3.put_object(Bucket=bucket, Key="data/wp/a.csv", Body=b"1" * 1000)
+    spec = user_spec(bucket, inputs={"train": f"s3://{bucket}/data/wp"},
+                     warm_pool={"keep_alive_seconds": 600})
+    first = run_job(spec, job_name="user-wp-1", workdir=tmp_path)
+    second = run_job(spec, job_name="user-wp-2", workdir=tmp_path)
+    assert (first.warm_pool, second.warm_pool) == ("Available", "Reused")
+    staged = second.base_dir / "input" / "data" / "train" / "a.csv"
+    assert staged.read_bytes() == b"1" * 1000
+    s3.put_object(Bucket=bucket, Key="data/wp/a.csv", Body=b"2" * 1000)  # new data: no reuse
+    third = run_job(spec, job_name="user-wp-3", workdir=tmp_path)
+    assert third.warm_pool == "Available"
+    assert (third.base_dir / "input/data/train/a.csv").read_bytes() == b"2" * 1000
