@@ -174,6 +174,6 @@ def main(
         return env.failure_file
 
     code = run_main(lambda: _job(name, parser, build, argv, environ, holder), failure_file)
-    if code == 0:
+    if code == 0 and distributed.detect(environ).is_main:
         print(f"[job] {name} finished in {time.perf_counter() - t0:.1f}s", flush=True)
     return code

@@ -9,6 +9,7 @@ hyperparameter and what is allowed (one line, exit code 2), never an argparse tr
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
@@ -59,11 +60,11 @@ class Parser(argparse.ArgumentParser):
         raise ConfigError("hyperparameters", message, "see --help for the accepted names")
 
     def parse(self, argv: Sequence[str] | None) -> argparse.Namespace:
-        argv = list(argv) if argv is not None else None
+        argv = list(sys.argv[1:] if argv is None else argv)
         try:
             ns, unknown = self.parse_known_args(argv)
         except argparse.ArgumentError as err:
-            raise self._config_error(err, argv or []) from None
+            raise self._config_error(err, argv) from None
         if unknown:
             names = sorted(a.dest for a in self._actions if a.dest != "help")
             raise ConfigError("hyperparameter", unknown[0], f"known: {', '.join(names)}")

@@ -1,0 +1,62 @@
+"""Data parallel with 2 processes (torchrun, gloo) gives the same training as one process
+with the same global batch: same batches (DistributedSampler's strided shards of one seeded
+permutation), mean gradients all-reduced. Only rank 0 prints metrics and writes files.
+
+Tolerance: 1e-4 absolute on weights and metrics; the two runs differ only in the order
+float32 gradients are summed (per rank, then averaged)."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+
+import pytest
+import torch
+from entrypoint_helpers import ENTRYPOINTS, VENV_BIN, clean_env, run_entrypoint
+
+ARGS = ["--size", "debug", "--epochs", "3", "--dropout", "0", "--batch_norm", "False",
+        "--batch_size", "64", "--lr", "0.003"]  # fmt: skip
+TOL = 1e-4
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _load(base):
+    state = torch.load(base / "model" / "model.pt", weights_only=True)
+    return state, json.loads((base / "output" / "data" / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_two_process_gloo_matches_one_process(tmp_path):
+    ddp_base = tmp_path / "ddp"
+    out = subprocess.run(
+        [str(VENV_BIN / "torchrun"), "--nnodes", "1", "--nproc_per_node", "2",
+         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+         str(ENTRYPOINTS / "train_cnn.py"), *ARGS],
+        cwd=tmp_path, env=clean_env(SAGEMAKER_BASE_DIR=str(ddp_base), GLOO_SOCKET_IFNAME="lo"),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    assert "world size 2" in out.stdout and "backend=gloo" in out.stderr
+    # rank 0 alone prints metric lines: 3 epochs + the test line
+    assert len(re.findall(r"^\[metrics\]", out.stdout, flags=re.M)) == 4
+
+    single_base = tmp_path / "single"
+    single = run_entrypoint("train_cnn.py", ARGS, cwd=tmp_path, SAGEMAKER_BASE_DIR=str(single_base))
+    assert single.returncode == 0, single.stderr[-2000:]
+
+    (ddp_state, ddp), (one_state, one) = _load(ddp_base), _load(single_base)
+    assert ddp["world_size"] == 2 and one["world_size"] == 1
+    assert ddp["steps"] == one["steps"] == 3 * 4
+    for key in one_state:
+        assert torch.allclose(ddp_state[key], one_state[key], atol=TOL), key
+    for a, b in zip(ddp["history"], one["history"], strict=True):
+        assert a.keys() == b.keys()
+        for name in a:
+            assert a[name] == pytest.approx(b[name], abs=TOL), name
