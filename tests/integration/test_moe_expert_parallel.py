@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from sm_toolkit.errors import ConfigError
 from sm_toolkit.models.moe import MoEConfig, MoETransformer
 from sm_toolkit.models.moe_experts import GroupedExperts
 from sm_toolkit.models.moe_layer import DispatchConfig, MoELayer
@@ -26,7 +27,7 @@ from sm_toolkit.models.moe_router import RouterConfig, TopKRouter
 
 WORLD = 2
 D, H, E = 8, 16, 4
-CASES = ("dropless", "capacity", "zero_tokens_rank1", "model")
+CASES = ("dropless", "capacity", "zero_tokens_rank1", "model", "padded_refused")
 
 
 def _layer(dispatch: DispatchConfig) -> MoELayer:
@@ -96,6 +97,16 @@ def _check_model(rank: int) -> None:
     assert len(ep.expert_parameters()) == len(ref.expert_parameters())
 
 
+def _check_padded_refused() -> None:
+    layer = _layer(DispatchConfig(capacity_factor=1.0, compute="padded"))
+    try:
+        shard_experts(layer)
+    except ConfigError as err:
+        assert err.field == "capacity_compute", err
+    else:
+        raise AssertionError("padded compute was accepted under expert parallelism")
+
+
 def _worker(rank: int, port: int, out_dir: str) -> None:
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD
@@ -103,7 +114,12 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     results = {}
     for case in CASES:
         try:
-            _check_model(rank) if case == "model" else _check_layer(rank, case)
+            if case == "model":
+                _check_model(rank)
+            elif case == "padded_refused":
+                _check_padded_refused()
+            else:
+                _check_layer(rank, case)
             results[case] = "ok"
         except Exception:  # recorded per case, so one failure does not hide the others
             results[case] = traceback.format_exc(limit=3)
