@@ -81,7 +81,7 @@ def test_grid_gets_max_jobs_equal_to_the_combinations():
     assert config["Strategy"] == "Grid"
     assert config["ResourceLimits"]["MaxNumberOfTrainingJobs"] == 6
     names = {r["Name"] for r in config["ParameterRanges"]["CategoricalParameterRanges"]}
-    assert names == {"cell", "hidden_size"}
+    assert names == {"cell", "hidden"}
 
 
 def test_hyperband_request_has_its_strategy_config():
