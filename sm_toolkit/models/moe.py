@@ -57,6 +57,8 @@ class MoEConfig:
     experts_per_layer: tuple[int, ...] = ()  # PR-MoE: experts of each MoE layer, in order
 
     def __post_init__(self) -> None:
+        # A JSON round trip (hyperparameters, checkpoints) turns the tuple into a list.
+        object.__setattr__(self, "experts_per_layer", tuple(self.experts_per_layer))
         positive = ("vocab_size", "block_size", "n_layer", "n_head", "d_model", "d_ff")
         for name in positive:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:

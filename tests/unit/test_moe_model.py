@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -135,3 +138,9 @@ def test_sequence_longer_than_block_size_is_refused():
     model = MoETransformer(MoEConfig.debug(VOCAB, block_size=8))
     with pytest.raises(ValueError, match="block_size"):
         model(batch(t=9))
+
+
+def test_config_survives_a_json_round_trip():
+    config = MoEConfig.debug(VOCAB, n_layer=4, moe_every=2, experts_per_layer=(2, 4))
+    again = MoEConfig(**json.loads(json.dumps(dataclasses.asdict(config))))
+    assert again == config
