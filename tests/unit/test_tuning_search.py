@@ -114,10 +114,10 @@ def test_hyperband_resources_from_the_section_or_the_epochs_hyperparameter():
     ("tuning", "sampler", "pruner"),
     [
         ({"strategy": "Random"}, optuna.samplers.RandomSampler, optuna.pruners.NopPruner),
-        ({"strategy": "Bayesian"}, optuna.samplers.TPESampler, optuna.pruners.NopPruner),
+        ({"strategy": "Bayesian"}, optuna.samplers.GPSampler, optuna.pruners.NopPruner),
         (
             {"strategy": "Bayesian", "early_stopping": "Auto"},
-            optuna.samplers.TPESampler,
+            optuna.samplers.GPSampler,
             RunningAverageMedianPruner,
         ),
         (

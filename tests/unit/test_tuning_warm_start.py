@@ -43,7 +43,7 @@ def test_identical_warm_start_from_a_local_parent_feeds_the_sampler(tmp_path):
     )
     assert child.warm_start_trials == 8
     assert len(child.trials) == 4 and all(t.name.startswith("child-") for t in child.trials)
-    # The parent's trials count as TPE's startup trials, so the child's very first trial is
+    # The parent's trials count as the GP's startup trials, so the child's very first trial is
     # already modelled: it lands closer to the optimum than the parent's median trial did.
     parent_losses = sorted(t.objective for t in parent.trials)
     assert child.trials[0].objective < parent_losses[len(parent_losses) // 2]
