@@ -146,5 +146,6 @@ def expert_utilisation_plot(tokens_per_expert: Sequence[Sequence[float]], path: 
     ax.set_xticklabels([f"MoE layer {i}" for i in range(n_layers)])
     ax.set_ylabel("share of routed tokens")
     ax.set_title("Expert utilisation (validation)")
-    ax.legend(fontsize=7, ncol=2)
+    ax.set_ylim(0, shares.max() * 1.35)  # room for the legend above the bars
+    ax.legend(fontsize=7, ncol=min(n_experts + 1, 5), loc="upper center")
     return _save(fig, path)

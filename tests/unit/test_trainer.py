@@ -108,3 +108,26 @@ def test_config_errors_name_the_field():
     assert info.value.field == "optimizer"
     with pytest.raises(ConfigError):
         TrainConfig(batch_size=0)
+
+
+def test_rank_shards_union_to_the_single_process_batches():
+    from sm_toolkit.runtime.distributed import DistInfo
+    from sm_toolkit.train.task import chunk, shard_indices
+
+    single = chunk(shard_indices(101, dist=DistInfo(), seed=3, epoch=2), 20)
+    ranks = [
+        chunk(shard_indices(101, dist=DistInfo(rank=r, world_size=2), seed=3, epoch=2), 10)
+        for r in (0, 1)
+    ]
+    assert len(single) == len(ranks[0]) == len(ranks[1]) == 5
+    for i, batch in enumerate(single):
+        assert sorted(batch.tolist()) == sorted(ranks[0][i].tolist() + ranks[1][i].tolist())
+    other_epoch = chunk(shard_indices(101, dist=DistInfo(), seed=3, epoch=3), 20)
+    assert not torch.equal(single[0], other_epoch[0])  # reshuffled every epoch
+
+
+def test_global_batch_must_split_evenly_over_processes():
+    from sm_toolkit.runtime.distributed import DistInfo
+
+    with pytest.raises(ConfigError, match="multiple of the 2 processes"):
+        digits_task(batch_size=33, dist=DistInfo(rank=0, world_size=2))
