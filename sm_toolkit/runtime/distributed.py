@@ -72,8 +72,11 @@ def choose_backend(device: torch.device) -> str:
                 f"[dist] WARNING: smdistributed present but unusable ({err}); using {torch_backend}"
             )
             return torch_backend
-    if device.type == "cuda":
-        print(f"[dist] WARNING: smdistributed.dataparallel not installed; using {torch_backend}")
+    print(
+        f"[dist] WARNING: smdistributed.dataparallel (smddp) is not installed; "
+        f"using torch's {torch_backend} backend",
+        file=sys.stderr,
+    )
     return torch_backend
 
 

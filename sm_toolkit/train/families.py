@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import torch
+from torch import nn
 
 from sm_toolkit.runtime.distributed import DistInfo
 from sm_toolkit.runtime.env import RuntimeEnv
@@ -126,3 +131,24 @@ def build_moe(ns: argparse.Namespace, env: RuntimeEnv, dist: DistInfo) -> Built:
     )  # fmt: skip
     note = _baseline_note(train_ids, val_ids, len(vocab))
     return Built(task, "moe", dataclasses.asdict(config), {"vocab": vocab.chars}, note)
+
+
+def rebuild_model(model_dir: Path) -> nn.Module:
+    """The trained model from SM_MODEL_DIR (model_config.json + model.pt), in eval mode."""
+    meta = json.loads((Path(model_dir) / "model_config.json").read_text())
+    config = meta["model_config"]
+    if meta["family"] == "cnn":
+        from sm_toolkit.models.cnn import CNN, CNNConfig
+
+        model: nn.Module = CNN(CNNConfig(**config))
+    elif meta["family"] == "rnn":
+        from sm_toolkit.models.rnn import RNNConfig, build_rnn
+
+        model = build_rnn(RNNConfig(**config))
+    else:
+        from sm_toolkit.models.moe import MoEConfig, MoETransformer
+
+        model = MoETransformer(MoEConfig(**config))
+    state = torch.load(Path(model_dir) / "model.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model.eval()

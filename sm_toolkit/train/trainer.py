@@ -95,6 +95,7 @@ class Trainer:
         self.acts = ActivationStats(self.model) if watch_activations else None
         self.state = TrainState()
         self.writer = self._tensorboard(tensorboard_dir)
+        self.bar = None  # tqdm progress bar, only on an interactive terminal
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         wrapped = model
@@ -222,7 +223,7 @@ class Trainer:
         metrics.update(prefixed("val", self.task.evaluate(self.model, "val")))
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
         s.epochs.append({"epoch": float(s.epoch + 1), "step": float(s.step), **metrics})
-        self.emit(metrics_line(metrics, epoch=s.epoch + 1, step=s.step))
+        self._say(metrics_line(metrics, epoch=s.epoch + 1, step=s.step))
         if self.writer is not None:
             for name, v in metrics.items():
                 self.writer.add_scalar(name.replace(":", "/"), v, s.step)
@@ -252,7 +253,13 @@ class Trainer:
             )
 
     def _progress(self, pos: int, value: float, t0: float, done: int) -> None:
+        """A tqdm bar on a terminal; plain lines every log_every steps in logs (CloudWatch)."""
         s, cfg = self.state, self.config
+        if self.bar is not None:
+            self.bar.update(1)
+            if s.step % cfg.log_every == 0 or pos == self.steps_per_epoch:
+                self.bar.set_postfix(epoch=s.epoch + 1, loss=f"{value:.4f}", refresh=False)
+            return
         if s.step % cfg.log_every and pos != self.steps_per_epoch:
             return
         rate = done / max(1e-9, time.perf_counter() - t0)
@@ -269,6 +276,10 @@ class Trainer:
         resumed = self.try_resume()
         s, cfg = self.state, self.config
         done = 0
+        if self.dist.is_main and sys.stdout.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total_steps, initial=s.step, unit="step", dynamic_ncols=True)
         while s.epoch < cfg.epochs and not s.stopped_early:
             batches = self.task.batches(s.epoch)
             if s.position == 0:
@@ -286,15 +297,26 @@ class Trainer:
             self._end_epoch()
             s.epoch, s.position = s.epoch + 1, 0
         self.save_checkpoint()
+        self._close()
+        return FitResult(s, None, resumed, time.perf_counter() - t0)
+
+    def _say(self, line: str) -> None:
+        """Emit a line; above the progress bar when there is one (tqdm.write goes to stdout)."""
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            self.emit(line)
+
+    def _close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-        return FitResult(s, None, resumed, time.perf_counter() - t0)
+        if self.bar is not None:
+            self.bar.close()
 
     def _interrupt(self, reason: str, resumed: Path | None, t0: float) -> FitResult:
         path = self.save_checkpoint()
         where = f"checkpoint {path}" if path else "no checkpoint folder, nothing saved"
         self.emit(f"[signal] stopping at step {self.state.step} ({reason}): {where}")
         sys.stdout.flush()
-        if self.writer is not None:
-            self.writer.close()
+        self._close()
         return FitResult(self.state, reason, resumed, time.perf_counter() - t0)

@@ -13,6 +13,7 @@ import yaml
 from entrypoint_helpers import make_base, run_entrypoint, run_train_launcher
 
 from sm_toolkit.train.datasets import write_digits_npz, write_text_corpus
+from sm_toolkit.train.families import rebuild_model
 from sm_toolkit.train.metrics import metric_regex
 
 CATALOG = yaml.safe_load(
@@ -45,8 +46,10 @@ def test_entrypoint_under_the_train_launcher(tmp_path, program):
     assert (base / "output" / "success").exists() and not (base / "output" / "failure").exists()
     # the model can be rebuilt from what was written
     meta = json.loads((base / "model" / "model_config.json").read_text())
+    assert meta["family"] in ("cnn", "rnn", "moe")
+    model = rebuild_model(base / "model")
     state = torch.load(base / "model" / "model.pt", weights_only=True)
-    assert meta["family"] in ("cnn", "rnn", "moe") and state
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     data = base / "output" / "data"
     for png in ("loss_curves.png", "gradient_flow.png"):
         assert (data / png).stat().st_size > 5000
