@@ -15,12 +15,6 @@ if args.fail_with:
     raise ValueError(args.fail_with)
 
 
-def has_default_route() -> bool:
-    """True if the kernel has a route to anywhere (read from /proc: sends nothing)."""
-    lines = Path("/proc/net/route").read_text().splitlines()[1:]
-    return any(line.split()[1] == "00000000" for line in lines)
-
-
 report = {
     "greeting": args.greeting,
     "argv": sys.argv[1:],
@@ -29,7 +23,6 @@ report = {
     "hosts": json.loads(os.environ["SM_HOSTS"]),
     "torch_version": __import__("torch").__version__,
     "sm_toolkit": __import__("sm_toolkit").__file__,
-    "default_route": has_default_route(),
 }
 print("hello_train:", json.dumps(report), flush=True)
 Path(os.environ["SM_MODEL_DIR"], "report.json").write_text(json.dumps(report))

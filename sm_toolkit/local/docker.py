@@ -1,0 +1,170 @@
+"""The Docker backend of ``run --local``: the job in the training image, via SageMaker local mode.
+
+The SDK's own local mode does the work (docker compose, one container per host, /opt/ml
+laid out and mounted, model.tar.gz / output.tar.gz collected). This module only makes it run
+offline and tell the caller why a job failed:
+
+* a ``LocalSession`` with fake credentials, telemetry opted out and ``local.local_code: true``
+  (the code is mounted, not uploaded), and ``file://`` outputs: no AWS API call at all;
+* the compose network ``sagemaker-local`` created beforehand as an *internal* network (compose
+  reuses a network of that name). A dockerd with iptables enforces that with its own rules;
+  one started with ``--iptables=false`` (as in CI) does not, so where the bridge is on this
+  host and writable, IPv4 forwarding is also switched off for it: the containers still reach
+  each other and the bridge's own address, and nothing beyond this machine;
+* the failure file the container wrote (``output/failure`` in output.tar.gz) read back, since
+  the SDK itself only raises "Failed to run: <compose command>".
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tarfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sm_toolkit.errors import LocalRunError
+
+LOCAL_NETWORK = "sagemaker-local"  # the network name in the SDK's compose file
+FAILURE_REASON_LIMIT = 1024  # SageMaker keeps this much of /opt/ml/output/failure
+OFFLINE_SDK_CONFIG = {
+    "SchemaVersion": "1.0",
+    "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}},
+}
+
+
+@dataclass(frozen=True)
+class DockerJobResult:
+    """What a local-mode job left behind."""
+
+    job_name: str
+    status: str  # Completed | Failed
+    failure_reason: str | None
+    model_artifacts: Path | None  # model.tar.gz on this machine
+    output_artifacts: Path | None  # output.tar.gz (success/failure files, output/data)
+    seconds: float
+
+
+def offline_local_session(*, region: str = "us-east-1", container_root: Path | None = None):
+    """A ``LocalSession`` that needs neither AWS credentials nor network access."""
+    import boto3
+    from sagemaker.local import LocalSession
+
+    boto_session = boto3.Session(
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+        region_name=region,
+    )
+    session = LocalSession(boto_session=boto_session, sagemaker_config=OFFLINE_SDK_CONFIG)
+    local: dict[str, Any] = {"local_code": True}
+    if container_root is not None:
+        container_root.mkdir(parents=True, exist_ok=True)
+        local["container_root"] = str(container_root)
+    session.config = {"local": local}
+    return session
+
+
+def ensure_internal_network(name: str = LOCAL_NETWORK) -> Path | None:
+    """Make the compose network ``--internal`` unless it exists so, and stop the host from
+    forwarding its traffic; returns the bridge's forwarding switch when it could set it."""
+    found = _docker("network", "inspect", "-f", "{{.Internal}}", name, check=False)
+    if found.returncode != 0:
+        _docker(
+            "network",
+            "create",
+            "--internal",
+            "--label",
+            f"com.docker.compose.network={name}",
+            name,
+        )
+    elif found.stdout.strip() != "true":
+        raise LocalRunError(
+            f"docker network {name} exists and can reach outside this machine; "
+            f"remove it (docker network rm {name}) so it is made internal"
+        )
+    return _stop_forwarding(name)
+
+
+def bridge_forwarding_switch(name: str = LOCAL_NETWORK) -> Path:
+    """/proc switch for IPv4 forwarding of the network's bridge (``br-<id[:12]>`` by default)."""
+    info = json.loads(_docker("network", "inspect", "-f", "{{json .}}", name).stdout)
+    bridge = (info.get("Options") or {}).get("com.docker.network.bridge.name")
+    bridge = bridge or f"br-{info['Id'][:12]}"
+    return Path("/proc/sys/net/ipv4/conf") / bridge / "forwarding"
+
+
+def _stop_forwarding(name: str) -> Path | None:
+    switch = bridge_forwarding_switch(name)
+    try:
+        switch.write_text("0")
+    except OSError:  # Docker in a VM (Docker Desktop), or not root: iptables must do it there
+        return None
+    return switch
+
+
+def run_job_docker(
+    estimator_factory: Callable[[Any], Any],
+    *,
+    job_name: str,
+    workdir: Path,
+    inputs: dict[str, str] | None = None,
+    region: str = "us-east-1",
+) -> DockerJobResult:
+    """Run one job in Docker through SageMaker local mode and return its outcome.
+
+    ``estimator_factory(session)`` must return an SDK v2 estimator built on that session with
+    ``instance_type="local"``, ``image_uri`` set to the training image and a full role ARN.
+    Its ``output_path`` is replaced by ``file://<workdir>/<job_name>/``. ``inputs`` maps channel
+    names to ``file://`` URIs. A failing script gives status Failed with the reason the
+    container wrote, not an exception; LocalRunError means local mode itself could not run.
+    """
+    ensure_internal_network()
+    job_dir = (workdir / job_name).resolve()
+    job_dir.mkdir(parents=True, exist_ok=True)
+    session = offline_local_session(region=region, container_root=workdir.resolve() / "containers")
+    estimator = estimator_factory(session)
+    estimator.output_path = f"file://{job_dir}/"
+    start = time.monotonic()
+    failed: RuntimeError | None = None
+    try:
+        estimator.fit(inputs=inputs, job_name=job_name, wait=True)
+    except RuntimeError as err:  # the SDK's "Failed to run: docker-compose ..." and nothing else
+        failed = err
+    seconds = time.monotonic() - start
+    model = job_dir / "model.tar.gz"
+    output = job_dir / "output.tar.gz"
+    reason = failure_reason(output) if output.is_file() else None
+    if failed is not None and reason is None:
+        raise LocalRunError(f"local mode failed before the job wrote a failure file: {failed}")
+    return DockerJobResult(
+        job_name=job_name,
+        status="Failed" if failed is not None else "Completed",
+        failure_reason=reason if failed is not None else None,
+        model_artifacts=model if model.is_file() else None,
+        output_artifacts=output if output.is_file() else None,
+        seconds=seconds,
+    )
+
+
+def failure_reason(output_tar: Path) -> str | None:
+    """The ``failure`` file in output.tar.gz, cut to what SageMaker would show."""
+    with tarfile.open(output_tar) as tar:
+        for member in tar.getmembers():
+            if Path(member.name).name == "failure" and member.isfile():
+                data = tar.extractfile(member)
+                text = data.read().decode("utf-8", "replace") if data else ""
+                return text[:FAILURE_REASON_LIMIT]
+    return None
+
+
+def _docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    try:
+        done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=60)
+    except FileNotFoundError as err:
+        raise LocalRunError("docker CLI not found; install Docker (see .ci/docker.sh)") from err
+    if check and done.returncode != 0:
+        raise LocalRunError(f"docker {' '.join(args)} failed: {done.stderr.strip()}")
+    return done
