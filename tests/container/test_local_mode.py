@@ -149,3 +149,22 @@ def test_failing_script_reason_reaches_the_caller(image: str, tmp_path: Path) ->
     assert "ValueError" in result.failure_reason
     assert "batch_size 0 must be positive" in result.failure_reason
     assert len(result.failure_reason) <= 1024
+
+
+@pytest.mark.slow
+def test_two_containers_mpi_over_ssh(image: str, tmp_path: Path) -> None:
+    # The mpi distribution: the toolkit starts sshd in both containers and mpirun on algo-1.
+    factory = estimator_factory(
+        image,
+        "mpi_allreduce.py",
+        SCRIPTS_DIR,
+        {},
+        instance_count=2,
+        distribution={"mpi": {"enabled": True, "processes_per_host": 1}},
+    )
+    result = run_job_docker(factory, job_name="mpi-local-2", workdir=tmp_path / "jobs")
+    assert result.status == "Completed", result.failure_reason
+    model = members(result.model_artifacts)
+    reports = [json.loads(model[f"rank{r}.json"]) for r in (0, 1)]
+    assert [r["world"] for r in reports] == [2, 2]
+    assert [r["sum"] for r in reports] == [3, 3]
