@@ -2,8 +2,8 @@
 with the same global batch: same batches (DistributedSampler's strided shards of one seeded
 permutation), mean gradients all-reduced. Only rank 0 prints metrics and writes files.
 
-Tolerance: 1e-4 absolute on weights and metrics; the two runs differ only in the order
-float32 gradients are summed (per rank, then averaged)."""
+Tolerance: 1e-5 absolute on weights and metrics (measured: 3e-7 and 9e-8); the two runs
+differ only in the order float32 gradients are summed (per rank, then averaged)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from entrypoint_helpers import ENTRYPOINTS, VENV_BIN, clean_env, run_entrypoint
 
 ARGS = ["--size", "debug", "--epochs", "3", "--dropout", "0", "--batch_norm", "False",
         "--batch_size", "64", "--lr", "0.003"]  # fmt: skip
-TOL = 1e-4
+TOL = 1e-5
 
 
 def _free_port() -> int:
