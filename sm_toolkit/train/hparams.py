@@ -23,7 +23,7 @@ def str2bool(value: str) -> bool:
         return True
     if lowered in ("false", "0", "no"):
         return False
-    raise argparse.ArgumentTypeError("expected True or False")
+    raise argparse.ArgumentTypeError("True or False")
 
 
 def parse_params(value: str) -> dict[str, object]:
@@ -82,10 +82,10 @@ class Parser(argparse.ArgumentParser):
         )
         if action.choices:
             allowed = f"one of {', '.join(map(str, action.choices))}"
-        elif action.type is str2bool:
-            allowed = "True or False"
-        else:
-            allowed = f"a value of type {getattr(action.type, '__name__', 'str')}"
+        elif action.type in (int, float):
+            allowed = f"a value of type {action.type.__name__}"
+        else:  # our own converters say what they expected
+            allowed = str(err.message)
         return ConfigError(action.dest, value, allowed)
 
 
