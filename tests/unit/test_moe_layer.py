@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+import torch.utils._pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from sm_toolkit.errors import ConfigError
 from sm_toolkit.models.moe_experts import FeedForward, GroupedExperts
@@ -249,3 +251,38 @@ def test_invalid_options_name_the_field(make, field):
     with pytest.raises(ConfigError) as err:
         make()
     assert err.value.field == field
+
+
+class _AllocatedBytes(TorchDispatchMode):
+    """Sums the bytes of every new storage that ops create while active (views excluded)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = pytree.tree_leaves((args, kwargs))
+        seen = {t.untyped_storage().data_ptr() for t in inputs if isinstance(t, torch.Tensor)}
+        for t in pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in seen:
+                seen.add(t.untyped_storage().data_ptr())
+                self.total += t.untyped_storage().nbytes()
+        return out
+
+
+def test_expert_backward_writes_weight_gradients_once():
+    # Guard against indexing W[e] of the stacked weights under autograd: its backward
+    # would write one zero-filled full [E, D, H] gradient per expert (E times the bytes).
+    n_experts, d_model, d_ff = 32, 8, 16
+    experts = GroupedExperts(
+        n_experts=n_experts, d_model=d_model, d_ff=d_ff, activation="relu", out_std=0.1
+    )
+    counts = [2] * n_experts
+    x_SD = torch.randn(sum(counts), d_model, requires_grad=True)
+    y_SD = experts(x_SD, counts)
+    weight_bytes = sum(p.numel() * p.element_size() for p in experts.parameters())
+    with _AllocatedBytes() as allocated:
+        y_SD.sum().backward()
+    # per-expert gradients once, their stack once, a few small activation gradients
+    assert 2 * weight_bytes <= allocated.total < 3 * weight_bytes

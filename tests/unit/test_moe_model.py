@@ -67,7 +67,7 @@ def test_expert_and_dense_parameters_partition_the_model():
     "options",
     [{}, {"jitter_eps": 0.1, "random_second_expert": True, "dropout": 0.1, "dropless": True}],
 )
-def test_activation_checkpointing_gives_identical_gradients(options):
+def test_activation_checkpointing_gives_identical_gradients(options, one_thread):
     grads = []
     for checkpointing in (False, True):
         torch.manual_seed(0)
@@ -100,7 +100,16 @@ def test_aux_loss_free_bias_moves_against_the_load():
     torch.testing.assert_close(router.expert_bias_E, before)  # evaluation never updates
 
 
-def test_model_trains_on_a_tiny_task():
+@pytest.fixture
+def one_thread():
+    """Tiny matmuls: a second thread only adds synchronisation (10x slower on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_model_trains_on_a_tiny_task(one_thread):
     torch.manual_seed(0)
     model = MoETransformer(MoEConfig.debug(VOCAB))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
