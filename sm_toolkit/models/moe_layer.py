@@ -110,7 +110,8 @@ class MoELayer(nn.Module):
     forward(x_BTD) -> (y_BTD, aux_loss, stats). aux_loss = aux_loss_weight * L_bal +
     z_loss_weight * L_z (see `moe_router`). stats: `tokens_per_expert` (assignments routed to
     each expert, before dropping), `drop_rate` (dropped / routed assignments), `balance`
-    (max / mean of tokens_per_expert: 1.0 is perfectly even, E means one expert gets all).
+    (max / mean of tokens_per_expert: 1.0 is perfectly even, E means one expert gets all;
+    balance - 1 is the "max_vio" of arXiv 2408.15664), `dead_experts` (experts given none).
     """
 
     def __init__(
@@ -181,4 +182,5 @@ def layer_stats(plan: DispatchPlan) -> dict:
         "tokens_per_expert": list(routed),
         "drop_rate": (total - sum(plan.counts)) / total if total else 0.0,
         "balance": max(routed) / mean if total else 1.0,
+        "dead_experts": sum(1 for n in routed if n == 0),
     }

@@ -110,6 +110,7 @@ def test_capacity_drops_exactly_the_overflow():
     assert stats["tokens_per_expert"] == [16, 0, 0, 0]
     assert stats["drop_rate"] == 12 / 16
     assert stats["balance"] == 4.0
+    assert stats["dead_experts"] == 3
     nonzero = (y[0].abs().sum(-1) > 0).tolist()
     assert nonzero == [True] * 4 + [False] * 12  # earliest tokens keep their slot
 
