@@ -153,6 +153,29 @@ class CausalSelfAttention(nn.Module):
         return self.proj(y_BHTDh.transpose(1, 2).reshape(B, T, D))
 
 
+def build_moe_layer(config: MoEConfig, layer: int) -> MoELayer:
+    """The MoE feed-forward layer of block `layer`: router, experts, optional shared expert."""
+    out_std = residual_std(config.n_layer)
+    shared = None
+    if config.shared_expert_d_ff:
+        shared = FeedForward(
+            d_model=config.d_model, d_ff=config.shared_expert_d_ff,
+            activation=config.activation, out_std=out_std,
+        )  # fmt: skip
+    experts = GroupedExperts(
+        n_experts=config.experts_in_layer(layer), d_model=config.d_model, d_ff=config.d_ff,
+        activation=config.activation, out_std=out_std,
+    )  # fmt: skip
+    return MoELayer(
+        router=TopKRouter(config.router_config(layer)),
+        experts=experts,
+        dispatch=config.dispatch_config(),
+        shared_expert=shared,
+        aux_loss_weight=config.aux_loss_weight,
+        z_loss_weight=config.z_loss_weight,
+    )
+
+
 class Block(nn.Module):
     """Pre-norm transformer block; the feed-forward part is an MoE layer or a dense FFN."""
 
@@ -161,33 +184,13 @@ class Block(nn.Module):
         self.ln1 = nn.LayerNorm(config.d_model)
         self.attn = CausalSelfAttention(config)
         self.ln2 = nn.LayerNorm(config.d_model)
-        out_std = residual_std(config.n_layer)
         self.ffn: nn.Module
         if layer in config.moe_layers:
-            shared = None
-            if config.shared_expert_d_ff:
-                shared = FeedForward(
-                    d_model=config.d_model, d_ff=config.shared_expert_d_ff,
-                    activation=config.activation, out_std=out_std,
-                )  # fmt: skip
-            self.ffn = MoELayer(
-                router=TopKRouter(config.router_config(layer)),
-                experts=GroupedExperts(
-                    n_experts=config.experts_in_layer(layer),
-                    d_model=config.d_model,
-                    d_ff=config.d_ff,
-                    activation=config.activation,
-                    out_std=out_std,
-                ),  # fmt: skip
-                dispatch=config.dispatch_config(),
-                shared_expert=shared,
-                aux_loss_weight=config.aux_loss_weight,
-                z_loss_weight=config.z_loss_weight,
-            )
+            self.ffn = build_moe_layer(config, layer)
         else:
             self.ffn = FeedForward(
                 d_model=config.d_model, d_ff=config.d_ff, activation=config.activation,
-                out_std=out_std,
+                out_std=residual_std(config.n_layer),
             )  # fmt: skip
         self.drop = nn.Dropout(config.dropout)
 
