@@ -7,7 +7,7 @@ VENV ?= .venv
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-unit test-integration lint clean
+.PHONY: install demo test test-unit test-integration lint clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ test-integration: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sm_toolkit entrypoints benchmarks tests
+
+# Speed, memory and quality figures, measured side by side in one run (see README).
+bench: $(STAMP)
+	$(VENV)/bin/python benchmarks/moe_layer.py
+	$(VENV)/bin/python benchmarks/moe_tradeoffs.py
+	$(VENV)/bin/python benchmarks/activations_cnn.py
+	$(VENV)/bin/python benchmarks/tuning_strategies.py
 
 clean:
 	rm -rf .sm-toolkit .pytest_cache
