@@ -137,9 +137,23 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> Path | None:
-        if self.checkpoints is None or not self.dist.is_main:
+        """Rank 0 writes; every rank must call it (the RNG states of all ranks are gathered)."""
+        if self.checkpoints is None:
             return None
-        return self.checkpoints.save(self.checkpoint_state())
+        rng_per_rank = self._gather_rng()
+        if not self.dist.is_main:
+            return None
+        return self.checkpoints.save({**self.checkpoint_state(), "rng_per_rank": rng_per_rank})
+
+    def _gather_rng(self) -> list:
+        """Each rank's RNG states, so dropout on every rank resumes where it stopped."""
+        if not self.dist.enabled:
+            return [rng_state()]
+        import torch.distributed as dist
+
+        states: list = [None] * self.dist.world_size
+        dist.all_gather_object(states, rng_state())
+        return states
 
     def try_resume(self) -> Path | None:
         """Load the latest valid checkpoint, if any. Returns its path."""
@@ -150,7 +164,9 @@ class Trainer:
         self.model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
-        set_rng_state(ck["rng"])
+        per_rank = ck.get("rng_per_rank") or []
+        same_world = len(per_rank) == self.dist.world_size
+        set_rng_state(per_rank[self.dist.rank] if same_world else ck["rng"])
         early = ck["early"]
         self.state = TrainState(
             step=ck["step"], epoch=ck["epoch"], position=ck["position"],
@@ -195,10 +211,17 @@ class Trainer:
         return value, extras
 
     def _accumulate(self, value: float, extras: dict[str, float]) -> None:
+        """Add this step's (global, all-ranks mean) loss and extras to the history.
+
+        Reduced every step, so every rank holds the same history and a checkpoint written
+        by rank 0 restores it exactly on all ranks.
+        """
         s = self.state
-        s.step_losses.append(value)
-        for name, v in {"loss": value, **extras}.items():
-            s.epoch_sums[name] = s.epoch_sums.get(name, 0.0) + float(v)
+        names = ["loss", *sorted(extras)]
+        values = all_reduce_mean([value, *(float(extras[n]) for n in names[1:])], self.dist)
+        s.step_losses.append(values[0])
+        for name, v in zip(names, values, strict=True):
+            s.epoch_sums[name] = s.epoch_sums.get(name, 0.0) + v
         s.epoch_count += 1
 
     def _should_stop(self) -> str | None:
@@ -217,9 +240,8 @@ class Trainer:
     # ----------------------------------------------------------------- epochs
     def _end_epoch(self) -> dict[str, float]:
         s = self.state
-        names = sorted(s.epoch_sums)
-        means = all_reduce_mean([s.epoch_sums[n] / max(1, s.epoch_count) for n in names], self.dist)
-        metrics = prefixed("train", dict(zip(names, means, strict=True)))
+        means = {n: total / max(1, s.epoch_count) for n, total in sorted(s.epoch_sums.items())}
+        metrics = prefixed("train", means)
         metrics.update(prefixed("val", self.task.evaluate(self.model, "val")))
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
         s.epochs.append({"epoch": float(s.epoch + 1), "step": float(s.step), **metrics})
