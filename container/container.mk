@@ -56,14 +56,22 @@ $(SMC_WHEELS)/.deps-stamp: $(SMC_ROOT)/container/requirements.txt $(SMC_ROOT)/co
 container-wheelhouse: $(SMC_WHEELS)/.deps-stamp
 	PIP=$(SMC_PIP) $(SMC_ROOT)/container/make_wheelhouse.sh project
 
-# The build context holds only what the image needs (hard links: no copy of the wheels).
+# The build context holds only what the image needs; third-party wheels are hard links, and
+# the project (launcher, entrypoints, sm_toolkit installed from its wheel) sits apart so that
+# changing it leaves the cached venv layer alone.
 container-context:
-	rm -rf $(SMC_CONTEXT) && mkdir -p $(SMC_CONTEXT)/entrypoints
+	rm -rf $(SMC_CONTEXT) && mkdir -p $(SMC_CONTEXT)/project/bin $(SMC_CONTEXT)/project/entrypoints
 	cp -al $(SMC_WHEELS) $(SMC_CONTEXT)/wheelhouse
-	rm -f $(SMC_CONTEXT)/wheelhouse/.deps-stamp
-	if [ -d $(SMC_ROOT)/entrypoints ]; then cp -r $(SMC_ROOT)/entrypoints/. $(SMC_CONTEXT)/entrypoints/; fi
-	cd $(SMC_ROOT)/container && cp launcher.py train_entry.py entry.sh requirements.txt \
-	  constraints.txt $(SMC_CONTEXT)/
+	rm -f $(SMC_CONTEXT)/wheelhouse/.deps-stamp $(SMC_CONTEXT)/wheelhouse/sm_toolkit-*.whl
+	cd $(SMC_ROOT)/container && cp requirements.txt constraints.txt $(SMC_CONTEXT)/ \
+	  && cp launcher.py train_entry.py entry.sh $(SMC_CONTEXT)/project/bin/
+	chmod 755 $(SMC_CONTEXT)/project/bin/entry.sh
+	if [ -d $(SMC_ROOT)/entrypoints ]; then \
+	  cp -r $(SMC_ROOT)/entrypoints/. $(SMC_CONTEXT)/project/entrypoints/; fi
+	find $(SMC_CONTEXT)/project -name __pycache__ -prune -exec rm -rf {} +
+	$(SMC_PIP) install -q --no-deps --target $(SMC_CONTEXT)/project/site \
+	  $(SMC_WHEELS)/sm_toolkit-*.whl
+	rm -rf $(SMC_CONTEXT)/project/site/bin
 
 push:
 	@set -e; account="$(AWS_ACCOUNT_ID)"; \

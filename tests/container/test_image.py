@@ -57,7 +57,7 @@ def test_train_runs_a_script_mode_job(image: str, tmp_path: Path) -> None:
     assert report["greeting"] == "hi there"  # a JSON-encoded string with a space, decoded once
     assert report["argv"] == ["--greeting", "hi there"]
     assert report["torch_version"] == "2.13.0+cpu"
-    assert report["sm_toolkit"].startswith("/opt/sm-toolkit/venv/")
+    assert report["sm_toolkit"] == "/opt/sm-toolkit/site/sm_toolkit/__init__.py"
     assert (opt_ml / "output" / "success").exists()
     assert not (opt_ml / "output" / "failure").exists()
 
