@@ -151,15 +151,26 @@ def _run_local(spec, args: argparse.Namespace) -> int:
 def _tune(spec, args: argparse.Namespace) -> int:
     if spec.tuning is None:
         raise ConfigError("tuning", MISSING, "a tuning section is needed to tune (see examples/)")
+    if args.job_name:  # re-validated: tuning job names have their own 32-character limit
+        from sm_toolkit.spec import TuningSpec
+
+        data = spec.tuning.model_dump()
+        data["job_name"] = args.job_name
+        try:
+            tuning = TuningSpec.model_validate(data)
+        except ValueError:
+            raise ConfigError("--job-name", args.job_name, "at most 32 letters, digits and "
+                              "hyphens (a tuning job name)") from None
+        spec = spec.model_copy(update={"tuning": tuning})
     if not args.local:
         return _launch(spec, args.job_name, wait=False)
     from sm_toolkit.local.tuning import run_local_tuning
 
-    if args.job_name:
-        spec = spec.model_copy(update={"tuning": spec.tuning.model_copy(
-            update={"job_name": args.job_name})})
     result = run_local_tuning(spec, workdir=args.workdir)
-    return 0 if result is not None else 1
+    if result.best is None:
+        print(f"sm-toolkit: tuning job {result.job_name}: no trial completed", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
