@@ -187,6 +187,11 @@ def notices(spec: JobSpec) -> list[str]:
                 f"tuning: the tuning API cannot carry {', '.join(dropped)}; "
                 "dropped from the tuning job's training jobs"
             )
+    names = list(spec.hyperparameters) + (list(spec.tuning.ranges) if spec.tuning else [])
+    for name in names:
+        if len(name) == 1:
+            out.append(f"hyperparameter {name}: sagemaker-training passes one-letter names "
+                       f"with one dash (-{name} VALUE); the script must accept -{name}")
     if spec.spot is not None and spec.checkpoint is None:
         out.append("spot without checkpoint: an interrupted job restarts from scratch")
     return out

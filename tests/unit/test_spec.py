@@ -213,3 +213,18 @@ def test_hyperparameters_round_trip_through_the_container_launcher():
     args = sm_mapping.to_cmd_args(decoded)
     assert args[args.index("--bf16") + 1] == "True"
     assert args[args.index("--lr") + 1] == "0.003"
+
+
+def test_notices_say_what_the_sdk_and_launcher_will_change():
+    from sm_toolkit.spec import notices
+
+    spec = parse_spec(spec_with(distribution={"type": "pytorchddp"},
+                                instance={"type": "ml.p4d.24xlarge"},
+                                hyperparameters={"x": 1}, spot={"max_wait_seconds": 90000}),
+                      base_dir=ROOT)
+    text = "\n".join(notices(spec))
+    assert "rewrites it into smdistributed.dataparallel" in text
+    assert "one dash (-x VALUE)" in text
+    assert "spot without checkpoint" in text
+    tuned = parse_spec(tuning_with(warm_pool={"keep_alive_seconds": 60}), base_dir=ROOT)
+    assert "cannot carry warm_pool" in "\n".join(notices(tuned))
