@@ -226,5 +226,5 @@ def test_notices_say_what_the_sdk_and_launcher_will_change():
     assert "rewrites it into smdistributed.dataparallel" in text
     assert "one dash (-x VALUE)" in text
     assert "spot without checkpoint" in text
-    tuned = parse_spec(tuning_with(warm_pool={"keep_alive_seconds": 60}), base_dir=ROOT)
+    tuned = parse_spec({**tuning_with(), "warm_pool": {"keep_alive_seconds": 60}}, base_dir=ROOT)
     assert "cannot carry warm_pool" in "\n".join(notices(tuned))
