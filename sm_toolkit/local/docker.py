@@ -46,6 +46,7 @@ class DockerJobResult:
     model_artifacts: Path | None  # model.tar.gz on this machine
     output_artifacts: Path | None  # output.tar.gz (success/failure files, output/data)
     seconds: float
+    containers: tuple[str, ...] = ()  # left in place only with keep_containers=True
 
 
 def offline_local_session(*, region: str = "us-east-1", container_root: Path | None = None):
@@ -112,6 +113,7 @@ def run_job_docker(
     workdir: Path,
     inputs: dict[str, str] | None = None,
     region: str = "us-east-1",
+    keep_containers: bool = False,
 ) -> DockerJobResult:
     """Run one job in Docker through SageMaker local mode and return its outcome.
 
@@ -120,11 +122,14 @@ def run_job_docker(
     Its ``output_path`` is replaced by ``file://<workdir>/<job_name>/``. ``inputs`` maps channel
     names to ``file://`` URIs. A failing script gives status Failed with the reason the
     container wrote, not an exception; LocalRunError means local mode itself could not run.
+    The stopped containers compose leaves behind are removed unless ``keep_containers``.
     """
     ensure_internal_network()
     job_dir = (workdir / job_name).resolve()
     job_dir.mkdir(parents=True, exist_ok=True)
-    session = offline_local_session(region=region, container_root=workdir.resolve() / "containers")
+    container_root = workdir.resolve() / "containers"
+    session = offline_local_session(region=region, container_root=container_root)
+    compose_files_before = set(container_root.glob("*/docker-compose.yaml"))
     estimator = estimator_factory(session)
     estimator.output_path = f"file://{job_dir}/"
     start = time.monotonic()
@@ -134,6 +139,10 @@ def run_job_docker(
     except RuntimeError as err:  # the SDK's "Failed to run: docker-compose ..." and nothing else
         failed = err
     seconds = time.monotonic() - start
+    new_files = set(container_root.glob("*/docker-compose.yaml")) - compose_files_before
+    containers = tuple(name for path in sorted(new_files) for name in _container_names(path))
+    if not keep_containers and containers:
+        _docker("rm", "-f", *containers, check=False)
     model = job_dir / "model.tar.gz"
     output = job_dir / "output.tar.gz"
     reason = failure_reason(output) if output.is_file() else None
@@ -146,6 +155,7 @@ def run_job_docker(
         model_artifacts=model if model.is_file() else None,
         output_artifacts=output if output.is_file() else None,
         seconds=seconds,
+        containers=containers if keep_containers else (),
     )
 
 
@@ -158,6 +168,14 @@ def failure_reason(output_tar: Path) -> str | None:
                 text = data.read().decode("utf-8", "replace") if data else ""
                 return text[:FAILURE_REASON_LIMIT]
     return None
+
+
+def _container_names(compose_file: Path) -> list[str]:
+    """The container names local mode gave its hosts (from the compose file it wrote)."""
+    import yaml
+
+    services = (yaml.safe_load(compose_file.read_text()) or {}).get("services", {})
+    return [svc["container_name"] for svc in services.values() if "container_name" in svc]
 
 
 def _docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

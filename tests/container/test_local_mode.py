@@ -53,24 +53,14 @@ def members(tar_path: Path) -> dict[str, bytes]:
         }
 
 
-def job_containers_networks() -> list[set[str]]:
-    """Networks of every container local mode left behind for this run (compose keeps them)."""
-    ids = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"network={LOCAL_NETWORK}"],
+def container_networks(name: str) -> set[str]:
+    out = subprocess.run(
+        ["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", name],
         capture_output=True,
         text=True,
         check=True,
-    ).stdout.split()
-    result = []
-    for cid in ids:
-        out = subprocess.run(
-            ["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", cid],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        result.append(set(json.loads(out)))
-    return result
+    ).stdout
+    return set(json.loads(out))
 
 
 @pytest.mark.slow
@@ -101,7 +91,13 @@ def test_cnn_one_epoch_in_local_mode(image: str, tmp_path: Path) -> None:
 
 def test_job_runs_on_an_internal_network_only(image: str, tmp_path: Path) -> None:
     factory = estimator_factory(image, "hello_train.py", SCRIPTS_DIR, {"greeting": "offline"})
-    result = run_job_docker(factory, job_name="hello-local-1", workdir=tmp_path / "jobs")
+    result = run_job_docker(
+        factory, job_name="hello-local-1", workdir=tmp_path / "jobs", keep_containers=True
+    )
+    try:
+        networks = [container_networks(name) for name in result.containers]
+    finally:
+        subprocess.run(["docker", "rm", "-f", *result.containers], capture_output=True)
     assert result.status == "Completed", result.failure_reason
     report = json.loads(members(result.model_artifacts)["report.json"])
     assert report["greeting"] == "offline"
@@ -116,8 +112,7 @@ def test_job_runs_on_an_internal_network_only(image: str, tmp_path: Path) -> Non
     )
     assert inspect.stdout.strip() == "true"
     assert bridge_forwarding_switch().read_text().strip() == "0"
-    networks = job_containers_networks()
-    assert networks and all(nets == {LOCAL_NETWORK} for nets in networks)
+    assert len(networks) == 1 and networks[0] == {LOCAL_NETWORK}
 
 
 @pytest.mark.slow
@@ -146,6 +141,13 @@ def test_failing_script_reason_reaches_the_caller(image: str, tmp_path: Path) ->
     )
     result = run_job_docker(factory, job_name="failing-local-1", workdir=tmp_path / "jobs")
     assert result.status == "Failed"
+    assert result.containers == ()
+    assert (
+        subprocess.run(  # cleaned up
+            ["docker", "ps", "-aq", "--filter", "name=algo-1"], capture_output=True, text=True
+        ).stdout.strip()
+        == ""
+    )
     assert "ValueError" in result.failure_reason
     assert "batch_size 0 must be positive" in result.failure_reason
     assert len(result.failure_reason) <= 1024
