@@ -12,6 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import yaml
 from sagemaker.pytorch import PyTorch
 
 from sm_toolkit.local.docker import LOCAL_NETWORK, bridge_forwarding_switch, run_job_docker
@@ -142,12 +143,14 @@ def test_failing_script_reason_reaches_the_caller(image: str, tmp_path: Path) ->
     result = run_job_docker(factory, job_name="failing-local-1", workdir=tmp_path / "jobs")
     assert result.status == "Failed"
     assert result.containers == ()
-    assert (
-        subprocess.run(  # cleaned up
-            ["docker", "ps", "-aq", "--filter", "name=algo-1"], capture_output=True, text=True
-        ).stdout.strip()
-        == ""
-    )
+    # The containers named in the compose file local mode wrote are gone.
+    (compose_file,) = (tmp_path / "jobs" / "containers").glob("*/docker-compose.yaml")
+    names = [
+        svc["container_name"]
+        for svc in yaml.safe_load(compose_file.read_text())["services"].values()
+    ]
+    inspect = subprocess.run(["docker", "inspect", *names], capture_output=True, text=True)
+    assert names and inspect.returncode != 0 and "No such" in inspect.stderr
     assert "ValueError" in result.failure_reason
     assert "batch_size 0 must be positive" in result.failure_reason
     assert len(result.failure_reason) <= 1024
