@@ -44,3 +44,6 @@ clean:
 	rm -rf .sm-toolkit .pytest_cache
 
 include container/container.mk
+
+# The image build installs from a wheelhouse that the venv's pip downloads.
+build: $(STAMP)
