@@ -73,3 +73,22 @@ def test_stopped_job_resumes_from_checkpoints_to_the_uninterrupted_model(s3, buc
     resumed, reference = model_state(s3, second.model_artifacts), model_state(s3, plain.model_artifacts)
     assert resumed.keys() == reference.keys()
     assert all(torch.equal(resumed[k], reference[k]) for k in reference)
+
+
+@pytest.mark.parametrize("entry_point", ["train_rnn.py", "train_moe.py"])
+def test_language_models_train_through_the_local_runner(entry_point, s3, bucket, tmp_path):
+    spec = parse_spec({
+        "name": "lm", "entry_point": entry_point,
+        "hyperparameters": {"size": "debug", "epochs": 1, "threads": 1},
+        "image_uri": "sm-toolkit:latest",
+        "role": "arn:aws:iam::123456789012:role/SageMakerTrainingRole",
+        "instance": {"type": "ml.c5.xlarge"}, "output_path": f"s3://{bucket}/output",
+        "rules": ["loss_not_decreasing"],
+    }, base_dir=ROOT)
+    result = run_job(spec, job_name=entry_point.replace("_", "-")[:-3], workdir=tmp_path)
+    assert result.status == "Completed", result.failure_reason
+    declared = {m.name for m in spec.metrics}
+    assert declared <= set(result.final_metrics), declared - set(result.final_metrics)
+    assert result.final_metrics["val:perplexity"] > 1.0
+    log = result.log_path.read_text()
+    assert "[rule] loss_not_decreasing:" in log  # the spec's rule was evaluated locally
