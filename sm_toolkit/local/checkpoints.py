@@ -67,6 +67,9 @@ class CheckpointSync:
                 if self._seen.get(path) == key:
                     continue
                 rel = path.relative_to(folder).as_posix()
-                self._stage.upload_file(path, f"{self._uri}/{rel}")
+                try:
+                    self._stage.upload_file(path, f"{self._uri}/{rel}")
+                except FileNotFoundError:
+                    continue  # rotated away by the trainer (it keeps the newest few) meanwhile
                 self._seen[path] = key
                 self.uploads += 1
