@@ -28,10 +28,15 @@ def _start_s3() -> object:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    os.environ.update({
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "demo",
-        "AWS_SECRET_ACCESS_KEY": "demo", "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true"})
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+            "AWS_ACCESS_KEY_ID": "demo",
+            "AWS_SECRET_ACCESS_KEY": "demo",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+    )
     return server
 
 
@@ -52,10 +57,14 @@ def run_demo(workdir: Path = Path(".sm-toolkit/demo")) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             data = write_digits_npz(Path(tmp))
             s3.upload_file(str(data), bucket, f"{prefix}/{data.name}")
-        print(f"[demo] moto S3 on {os.environ['AWS_ENDPOINT_URL']}; uploaded digits to "
-              f"{spec.inputs['train']}; running {SPEC.name} locally", flush=True)
-        result = run_job(spec, job_name=spec.name, workdir=workdir,
-                         on_line=lambda line: print(line, flush=True))
+        print(
+            f"[demo] moto S3 on {os.environ['AWS_ENDPOINT_URL']}; uploaded digits to "
+            f"{spec.inputs['train']}; running {SPEC.name} locally",
+            flush=True,
+        )
+        result = run_job(
+            spec, job_name=spec.name, workdir=workdir, on_line=lambda line: print(line, flush=True)
+        )
         print(dumps(result))
         if result.status != "Completed":
             print(f"[demo] job {result.status}: {result.failure_reason}")
@@ -75,8 +84,10 @@ def _show_artifacts(s3, result) -> None:
         print(f"[demo] s3://{bucket}/{obj['Key']} ({obj['Size']} bytes, in moto)")
     with tarfile.open(result.base_dir.parent / "output.tar.gz") as tar:
         names = [n for n in tar.getnames() if n.endswith((".png", ".json"))]
-    print(f"[demo] plots and reports: {', '.join(sorted(names)) or 'none'} "
-          f"(unpacked in {result.base_dir / 'output' / 'data'})")
+    print(
+        f"[demo] plots and reports: {', '.join(sorted(names)) or 'none'} "
+        f"(unpacked in {result.base_dir / 'output' / 'data'})"
+    )
     for name in ("test:accuracy", "val:accuracy"):
         if name in result.final_metrics:
             print(f"[demo] {name} = {result.final_metrics[name]:.4f}")

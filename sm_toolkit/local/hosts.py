@@ -39,34 +39,47 @@ def layout(spec: JobSpec, request: dict, job_name: str, job_dir: Path) -> list[H
     hosts = []
     for name in names:
         base = job_dir / ("opt_ml" if len(names) == 1 else f"opt_ml-{name}")
-        opt_ml.write_tree(base, hyperparameters=hps,
-                          resourceconfig=opt_ml.resource_config(names, name, spec.instance.type),
-                          inputdataconfig=opt_ml.input_data_config(list(spec.inputs)))
+        opt_ml.write_tree(
+            base,
+            hyperparameters=hps,
+            resourceconfig=opt_ml.resource_config(names, name, spec.instance.type),
+            inputdataconfig=opt_ml.input_data_config(list(spec.inputs)),
+        )
         local_path = spec.checkpoint.local_path if spec.checkpoint else "/opt/ml/checkpoints"
         checkpoint_dir = opt_ml.container_path(local_path, base)
         if spec.checkpoint is not None:
             checkpoint_dir.mkdir(parents=True, exist_ok=True)
         log = job_dir / ("train.log" if len(names) == 1 else f"train-{name}.log")
-        hosts.append(Host(name, base, checkpoint_dir, log,
-                          host_env(spec, request, job_name, base, single=len(names) == 1)))
+        hosts.append(
+            Host(
+                name,
+                base,
+                checkpoint_dir,
+                log,
+                host_env(spec, request, job_name, base, single=len(names) == 1),
+            )
+        )
     return hosts
 
 
-def host_env(spec: JobSpec, request: dict, job_name: str, base: Path, *,
-             single: bool) -> dict[str, str]:
+def host_env(
+    spec: JobSpec, request: dict, job_name: str, base: Path, *, single: bool
+) -> dict[str, str]:
     env = dict(os.environ)
     for key, value in request.get("Environment", {}).items():
         env[key] = str(opt_ml.container_path(value, base)) if value.startswith("/opt/ml") else value
-    env.update({
-        "SAGEMAKER_BASE_DIR": str(base),
-        "SAGEMAKER_TRAINING_MODULE": TRAINING_MODULE,
-        "TRAINING_JOB_NAME": job_name,
-        "AWS_REGION": spec.region,
-        "PYTHONUNBUFFERED": "1",
-        "GLOO_SOCKET_IFNAME": "lo",
-        # torchrun and mpirun are found on PATH, next to this interpreter in a venv
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
-    })
+    env.update(
+        {
+            "SAGEMAKER_BASE_DIR": str(base),
+            "SAGEMAKER_TRAINING_MODULE": TRAINING_MODULE,
+            "TRAINING_JOB_NAME": job_name,
+            "AWS_REGION": spec.region,
+            "PYTHONUNBUFFERED": "1",
+            "GLOO_SOCKET_IFNAME": "lo",
+            # torchrun and mpirun are found on PATH, next to this interpreter in a venv
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+        }
+    )
     if single:
         # algo-1 is in no DNS here: skip the launcher's 15-minute wait for it to resolve.
         env["SM_STUDIO_LOCAL_MODE"] = "true"

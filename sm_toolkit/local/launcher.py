@@ -38,26 +38,44 @@ def train_command() -> list[str]:
     beside = Path(sys.executable).parent / "train"
     found = str(beside) if beside.exists() else shutil.which("train")
     if not found:
-        raise LocalRunError("sagemaker-training's `train` command was not found; "
-                            "install sm-toolkit with its dependencies")
+        raise LocalRunError(
+            "sagemaker-training's `train` command was not found; "
+            "install sm-toolkit with its dependencies"
+        )
     return [found]
 
 
-def run_hosts(hosts: list[Host], *, on_line: Callable[[str], None],
-              stop_event: threading.Event | None = None,
-              interrupt_after: float | None = None) -> HostsOutcome:
+def run_hosts(
+    hosts: list[Host],
+    *,
+    on_line: Callable[[str], None],
+    stop_event: threading.Event | None = None,
+    interrupt_after: float | None = None,
+) -> HostsOutcome:
     """Run ``train`` on every host until all exit; stop or interrupt them on request.
 
     ``interrupt_after`` counts from the moment the training script starts (the launcher's
     own start-up varies with the machine's load; a test wants the reclaim mid-training)."""
-    procs = [subprocess.Popen(train_command(), cwd=h.base, env=h.env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1,
-                              start_new_session=True) for h in hosts]
+    procs = [
+        subprocess.Popen(
+            train_command(),
+            cwd=h.base,
+            env=h.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            bufsize=1,
+            start_new_session=True,
+        )
+        for h in hosts
+    ]
     prefix = len(hosts) > 1
     script_started = threading.Event()
-    readers = [threading.Thread(target=_pump, args=(p, h, on_line, prefix, script_started),
-                                daemon=True)
-               for p, h in zip(procs, hosts, strict=True)]
+    readers = [
+        threading.Thread(target=_pump, args=(p, h, on_line, prefix, script_started), daemon=True)
+        for p, h in zip(procs, hosts, strict=True)
+    ]
     for r in readers:
         r.start()
     deadline = None
@@ -76,8 +94,9 @@ def run_hosts(hosts: list[Host], *, on_line: Callable[[str], None],
     return HostsOutcome([p.wait() for p in procs], stopped, interrupted)
 
 
-def _pump(proc: subprocess.Popen, host: Host, on_line, prefix: bool,
-          script_started: threading.Event) -> None:
+def _pump(
+    proc: subprocess.Popen, host: Host, on_line, prefix: bool, script_started: threading.Event
+) -> None:
     assert proc.stdout is not None
     with open(host.log_path, "a") as log:
         for line in proc.stdout:

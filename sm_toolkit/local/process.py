@@ -49,11 +49,16 @@ class LocalJobResult:
     notes: list[str] = field(default_factory=list)
 
 
-def run_job(spec: JobSpec, *, job_name: str, workdir: Path,
-            hyperparameters: dict | None = None,
-            on_line: Callable[[str], None] | None = None,
-            stop_event: threading.Event | None = None,
-            interrupt_after: float | None = None) -> LocalJobResult:
+def run_job(
+    spec: JobSpec,
+    *,
+    job_name: str,
+    workdir: Path,
+    hyperparameters: dict | None = None,
+    on_line: Callable[[str], None] | None = None,
+    stop_event: threading.Event | None = None,
+    interrupt_after: float | None = None,
+) -> LocalJobResult:
     """Run one training job locally and return its outcome. A job that fails is a Failed
     result with the reason SageMaker would show, not an exception."""
     start = time.monotonic()
@@ -78,32 +83,53 @@ def run_job(spec: JobSpec, *, job_name: str, workdir: Path,
         hosts = host_layout.layout(spec, request, job_name, job_dir)
         pool_state = _stage_inputs(spec, hosts, stage, workdir)
         sync = _checkpoint_sync(spec, hosts, stage)
-        outcome = run_hosts(hosts, on_line=line, stop_event=stop_event,
-                            interrupt_after=interrupt_after if interruptions == 0 else None)
+        outcome = run_hosts(
+            hosts,
+            on_line=line,
+            stop_event=stop_event,
+            interrupt_after=interrupt_after if interruptions == 0 else None,
+        )
         if sync is not None:
             sync.stop()
         if not outcome.interrupted:
             break
         interruptions += 1
-        line(f"[sm-toolkit] restarting {job_name} after the interruption (attempt "
-             f"{interruptions + 1}); checkpoints restore from {spec.checkpoint.s3_uri}"
-             if spec.checkpoint else f"[sm-toolkit] restarting {job_name} from scratch "
-             "(no checkpoint configured)")
+        line(
+            f"[sm-toolkit] restarting {job_name} after the interruption (attempt "
+            f"{interruptions + 1}); checkpoints restore from {spec.checkpoint.s3_uri}"
+            if spec.checkpoint
+            else f"[sm-toolkit] restarting {job_name} from scratch (no checkpoint configured)"
+        )
     status, reason = _outcome(hosts, outcome.return_codes, outcome.stopped)
     model_uri, output_uri = _upload_artifacts(spec, job_name, hosts, stage)
-    return LocalJobResult(job_name, status, reason, parser.final, parser.series, model_uri,
-                          output_uri, hosts[0].base, hosts[0].log_path,
-                          time.monotonic() - start, started[0] if started else None,
-                          interruptions, pool_state)
+    return LocalJobResult(
+        job_name,
+        status,
+        reason,
+        parser.final,
+        parser.series,
+        model_uri,
+        output_uri,
+        hosts[0].base,
+        hosts[0].log_path,
+        time.monotonic() - start,
+        started[0] if started else None,
+        interruptions,
+        pool_state,
+    )
 
 
 def _refuse_what_cannot_run_here(spec: JobSpec) -> None:
     if spec.distribution.type in ("smddp", "pytorchddp"):
-        raise LocalRunError(f"distribution {spec.distribution.type} runs SMDDP, which needs "
-                            "NVIDIA GPUs (P4d/P4de/P5); locally use torch_distributed")
+        raise LocalRunError(
+            f"distribution {spec.distribution.type} runs SMDDP, which needs "
+            "NVIDIA GPUs (P4d/P4de/P5); locally use torch_distributed"
+        )
     if spec.distribution.type == "mpi":
-        raise LocalRunError("distribution mpi needs sshd and mpirun between hosts; locally "
-                            "use torch_distributed, or the docker backend")
+        raise LocalRunError(
+            "distribution mpi needs sshd and mpirun between hosts; locally "
+            "use torch_distributed, or the docker backend"
+        )
 
 
 _RENDER_LOCK = threading.Lock()
@@ -120,14 +146,15 @@ def _training_request(spec: JobSpec, job_name: str, overrides: dict) -> dict:
         return render(single, job_name=job_name).request
 
 
-def _stage_inputs(spec: JobSpec, hosts: list[Host], stage: S3Stage,
-                  workdir: Path) -> str | None:
+def _stage_inputs(spec: JobSpec, hosts: list[Host], stage: S3Stage, workdir: Path) -> str | None:
     """Channels into every host's input/data; from a warm pool when one matches."""
     pool = None
     keep_alive = spec.warm_pool.keep_alive_seconds if spec.warm_pool else 0
     if keep_alive > 0 and spec.inputs:
-        prints = {c: stage.fingerprint(u) if u.startswith("s3://") else _local_print(Path(u))
-                  for c, u in spec.inputs.items()}
+        prints = {
+            c: stage.fingerprint(u) if u.startswith("s3://") else _local_print(Path(u))
+            for c, u in spec.inputs.items()
+        }
         pool = WarmPool(workdir, pool_key(spec, prints))
     reused = pool is not None and pool.available()
     leader = hosts[0].base / "input" / "data"
@@ -178,8 +205,9 @@ def _outcome(hosts: list[Host], codes: list[int], stopped: bool) -> tuple[str, s
     return "Completed", None
 
 
-def _upload_artifacts(spec: JobSpec, job_name: str, hosts: list[Host],
-                      stage: S3Stage) -> tuple[str, str]:
+def _upload_artifacts(
+    spec: JobSpec, job_name: str, hosts: list[Host], stage: S3Stage
+) -> tuple[str, str]:
     """model.tar.gz and output.tar.gz from every host's model/ and output/data/ (merged, as
     SageMaker local mode does), uploaded to <output_path>/<job>/output/."""
     prefix = f"{spec.output_path.rstrip('/')}/{job_name}/output"
@@ -207,11 +235,13 @@ def describe(result: LocalJobResult) -> dict:
         **({"FailureReason": result.failure_reason} if result.failure_reason else {}),
         "ModelArtifacts": {"S3ModelArtifacts": result.model_artifacts},
         "OutputArtifacts": result.output_artifacts,
-        "FinalMetricDataList": [{"MetricName": k, "Value": v}
-                                for k, v in sorted(result.final_metrics.items())],
+        "FinalMetricDataList": [
+            {"MetricName": k, "Value": v} for k, v in sorted(result.final_metrics.items())
+        ],
         "TrainingTimeInSeconds": round(result.seconds, 1),
-        "StartupSeconds": None if result.startup_seconds is None else round(
-            result.startup_seconds, 2),
+        "StartupSeconds": None
+        if result.startup_seconds is None
+        else round(result.startup_seconds, 2),
         "Interruptions": result.interruptions,
         "LocalDirectory": str(result.base_dir),
         "LogFile": str(result.log_path),

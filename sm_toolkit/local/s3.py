@@ -42,8 +42,9 @@ class S3Stage:
         """(key, ETag, size) of every object under a prefix: changes when the data does."""
         bucket, prefix = split_uri(uri)
         out = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket,
-                                                                          Prefix=prefix):
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix
+        ):
             out += [(o["Key"], o["ETag"], o["Size"]) for o in page.get("Contents", [])]
         return out
 

@@ -23,11 +23,17 @@ EXPIRES_FILE = "expires-at"
 
 def pool_key(spec: JobSpec, input_fingerprint: dict[str, object]) -> str:
     """What must match for a job to reuse a pool: image, instances, code, and data."""
-    code = sorted((p.relative_to(spec.source_dir).as_posix(), p.stat().st_size,
-                   int(p.stat().st_mtime)) for p in Path(spec.source_dir).rglob("*")
-                  if p.is_file() and "__pycache__" not in p.parts)
-    doc = {"image": spec.image_uri, "instance": spec.instance.model_dump(), "code": code,
-           "inputs": input_fingerprint}
+    code = sorted(
+        (p.relative_to(spec.source_dir).as_posix(), p.stat().st_size, int(p.stat().st_mtime))
+        for p in Path(spec.source_dir).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    )
+    doc = {
+        "image": spec.image_uri,
+        "instance": spec.instance.model_dump(),
+        "code": code,
+        "inputs": input_fingerprint,
+    }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -47,8 +53,9 @@ class WarmPool:
 
     def take(self, channel: str, target: Path) -> None:
         """Hard-link a kept channel into a job's input/data/<channel>."""
-        shutil.copytree(self.dir / "channels" / channel, target, copy_function=os.link,
-                        dirs_exist_ok=True)
+        shutil.copytree(
+            self.dir / "channels" / channel, target, copy_function=os.link, dirs_exist_ok=True
+        )
 
     def keep(self, channels: dict[str, Path], keep_alive_seconds: int) -> None:
         """Keep a job's staged channels for the next job, until now + keep-alive."""

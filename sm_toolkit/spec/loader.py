@@ -16,8 +16,8 @@ from pydantic import BaseModel, ValidationError
 from sm_toolkit.errors import MISSING, ConfigError
 from sm_toolkit.spec import rules
 from sm_toolkit.spec.job import PATTERN_HINTS, JobSpec
-from sm_toolkit.spec.tuning import TUNING_NAME_PATTERN
 from sm_toolkit.spec.metrics import default_metric_definitions, entrypoint_catalog
+from sm_toolkit.spec.tuning import TUNING_NAME_PATTERN
 
 ENTRYPOINTS_ENV = "SM_TOOLKIT_ENTRYPOINTS_DIR"
 
@@ -99,8 +99,9 @@ def _to_config_error(exc: ValidationError) -> ConfigError:
     loc = [str(p) for p in err["loc"]]
     kind = err["type"]
     if loc and loc[-1] in _SCALAR_MEMBERS:  # no member of bool | int | float | str fits
-        return ConfigError(_join(loc[:-1]), err.get("input"),
-                           "a single value: a string, a number or true/false")
+        return ConfigError(
+            _join(loc[:-1]), err.get("input"), "a single value: a string, a number or true/false"
+        )
     if kind == "extra_forbidden":
         allowed = _allowed_keys(err["loc"][:-1])
         return ConfigError(_join(loc), loc[-1], "unknown key; allowed: " + allowed)

@@ -18,7 +18,7 @@ from importlib import resources
 import yaml
 
 from sm_toolkit.errors import MISSING, ConfigError
-from sm_toolkit.spec.job import ENV_KEY_PATTERN, JobSpec, S3_URI_PATTERN, CHANNEL_PATTERN
+from sm_toolkit.spec.job import CHANNEL_PATTERN, ENV_KEY_PATTERN, S3_URI_PATTERN, JobSpec
 from sm_toolkit.spec.tuning import CategoricalRange, ContinuousRange, IntegerRange, TuningSpec
 
 
@@ -190,8 +190,10 @@ def notices(spec: JobSpec) -> list[str]:
     names = list(spec.hyperparameters) + (list(spec.tuning.ranges) if spec.tuning else [])
     for name in names:
         if len(name) == 1:
-            out.append(f"hyperparameter {name}: sagemaker-training passes one-letter names "
-                       f"with one dash (-{name} VALUE); the script must accept -{name}")
+            out.append(
+                f"hyperparameter {name}: sagemaker-training passes one-letter names "
+                f"with one dash (-{name} VALUE); the script must accept -{name}"
+            )
     if spec.spot is not None and spec.checkpoint is None:
         out.append("spot without checkpoint: an interrupted job restarts from scratch")
     return out
@@ -228,6 +230,10 @@ def _check_job(spec: JobSpec) -> None:
     for key in spec.environment:
         if not re.match(ENV_KEY_PATTERN, key):
             raise ConfigError(f"environment.{key}", key, "keys match [a-zA-Z_][a-zA-Z0-9_]*")
+    _check_names(spec)
+
+
+def _check_names(spec: JobSpec) -> None:
     for key in spec.hyperparameters:
         if key.startswith("sagemaker_"):
             raise ConfigError(

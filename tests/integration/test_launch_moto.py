@@ -39,7 +39,8 @@ def test_every_example_launches(path):
 
 def _describe(name: str) -> dict:
     return boto3.client("sagemaker", region_name="us-east-1").describe_training_job(
-        TrainingJobName=name)
+        TrainingJobName=name
+    )
 
 
 def test_smddp_launch_describes_distribution_checkpoint_warm_pool_and_rules():
@@ -53,7 +54,7 @@ def test_smddp_launch_describes_distribution_checkpoint_warm_pool_and_rules():
     assert rules == {"LossNotDecreasing", "ExplodingTensor"}
     # the code went to S3 next to the output, not to a default bucket (no STS call)
     code = json.loads(desc["HyperParameters"]["sagemaker_submit_directory"])
-    bucket, key = code[len("s3://"):].split("/", 1)
+    bucket, key = code[len("s3://") :].split("/", 1)
     assert boto3.client("s3").head_object(Bucket=bucket, Key=key)["ContentLength"] > 0
 
 
@@ -79,8 +80,10 @@ def test_tuning_launch_describes_strategy_ranges_and_static_hyperparameters():
     config = desc["HyperParameterTuningJobConfig"]
     assert config["Strategy"] == "Hyperband"
     assert config["StrategyConfig"]["HyperbandStrategyConfig"]["MaxResource"] == 9
-    assert config["HyperParameterTuningJobObjective"] == {"Type": "Maximize",
-                                                          "MetricName": "val:accuracy"}
+    assert config["HyperParameterTuningJobObjective"] == {
+        "Type": "Maximize",
+        "MetricName": "val:accuracy",
+    }
     static = desc["TrainingJobDefinition"]["StaticHyperParameters"]
     assert static["epochs"] == "9" and "lr" not in static
 
@@ -96,14 +99,25 @@ def test_local_input_is_uploaded_before_launch(tmp_path, s3):
     channel = _describe("local-input-check")["InputDataConfig"][0]
     uri = channel["DataSource"]["S3DataSource"]["S3Uri"]
     assert uri == "s3://sm-toolkit-demo/output/local-input-check/input/train"
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="sm-toolkit-demo",
-                                                 Prefix="output/local-input-check/input/")["Contents"]]
+    keys = [
+        o["Key"]
+        for o in s3.list_objects_v2(
+            Bucket="sm-toolkit-demo", Prefix="output/local-input-check/input/"
+        )["Contents"]
+    ]
     assert keys == ["output/local-input-check/input/train/rows.csv"]
 
 
 def test_cli_launch_reports_status_and_the_service_refusal_in_one_line():
-    cmd = [sys.executable, "-m", "sm_toolkit.cli", "launch", str(ROOT / "examples" /
-           "tune-rnn-grid.yaml"), "--job-name", "grid-twice"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sm_toolkit.cli",
+        "launch",
+        str(ROOT / "examples" / "tune-rnn-grid.yaml"),
+        "--job-name",
+        "grid-twice",
+    ]
     first = subprocess.run(cmd, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
     assert "tuning job grid-twice: Completed" in first.stdout

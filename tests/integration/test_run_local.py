@@ -30,15 +30,17 @@ def user_spec(bucket: str, **extra) -> object:
         "role": "arn:aws:iam::123456789012:role/SageMakerTrainingRole",
         "instance": {"type": "ml.c5.xlarge"},
         "output_path": f"s3://{bucket}/output",
-        "metrics": [{"name": "train:loss", "regex": r"train:loss=([0-9.]+)"},
-                    {"name": "previous_runs", "regex": r"previous_runs=([0-9]+)"}],
+        "metrics": [
+            {"name": "train:loss", "regex": r"train:loss=([0-9.]+)"},
+            {"name": "previous_runs", "regex": r"previous_runs=([0-9]+)"},
+        ],
         **extra,
     }
     return parse_spec(data, base_dir=ROOT)
 
 
 def _tar_names(s3, uri: str) -> list[str]:
-    bucket, key = uri[len("s3://"):].split("/", 1)
+    bucket, key = uri[len("s3://") :].split("/", 1)
     body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     with tarfile.open(fileobj=io.BytesIO(body)) as tar:
         return sorted(tar.getnames())
@@ -71,14 +73,19 @@ def test_job_runs_through_the_container_contract(s3, bucket, tmp_path):
 
 
 def test_hyperparameter_overrides_reach_the_script(bucket, tmp_path):
-    result = run_job(user_spec(bucket), job_name="user-job-2", workdir=tmp_path,
-                     hyperparameters={"scale": 4.0, "epochs": 1})
+    result = run_job(
+        user_spec(bucket),
+        job_name="user-job-2",
+        workdir=tmp_path,
+        hyperparameters={"scale": 4.0, "epochs": 1},
+    )
     assert result.metric_series["train:loss"] == [4.0]
 
 
 def test_failing_script_fails_the_job_with_its_reason(bucket, tmp_path):
-    result = run_job(user_spec(bucket, hyperparameters={"mode": "fail"}), job_name="user-fail",
-                     workdir=tmp_path)
+    result = run_job(
+        user_spec(bucket, hyperparameters={"mode": "fail"}), job_name="user-fail", workdir=tmp_path
+    )
     assert result.status == "Failed"
     assert "learning rate too spicy" in result.failure_reason
     assert len(result.failure_reason) <= 1024
@@ -88,8 +95,12 @@ def test_stop_event_stops_the_job_like_stop_training_job(bucket, tmp_path):
     stop = threading.Event()
     threading.Timer(6.0, stop.set).start()
     began = time.monotonic()
-    result = run_job(user_spec(bucket, hyperparameters={"mode": "sleep"}), job_name="user-stop",
-                     workdir=tmp_path, stop_event=stop)
+    result = run_job(
+        user_spec(bucket, hyperparameters={"mode": "sleep"}),
+        job_name="user-stop",
+        workdir=tmp_path,
+        stop_event=stop,
+    )
     assert result.status == "Stopped"
     assert time.monotonic() - began < 40  # the script would sleep 60 s
 
@@ -111,8 +122,7 @@ def test_missing_s3_input_is_a_clear_error(bucket, tmp_path):
 
 
 def test_smddp_is_refused_locally_with_the_reason(bucket, tmp_path):
-    spec = user_spec(bucket, distribution={"type": "smddp"},
-                     instance={"type": "ml.p4d.24xlarge"})
+    spec = user_spec(bucket, distribution={"type": "smddp"}, instance={"type": "ml.p4d.24xlarge"})
     with pytest.raises(LocalRunError, match="needs NVIDIA GPUs"):
         run_job(spec, job_name="user-smddp", workdir=tmp_path)
 
@@ -129,11 +139,25 @@ def test_cli_runs_the_cnn_example_locally_and_it_learns(s3, tmp_path):
     data = write_digits_npz(tmp_path / "data")
     s3.upload_file(str(data), "sm-toolkit-demo", "data/digits/digits.npz")
     proc = subprocess.run(
-        [sys.executable, "-m", "sm_toolkit.cli", "run", str(ROOT / "examples" / "cnn-local.yaml"),
-         "--local", "--quiet", "--workdir", str(tmp_path), "--set", "epochs=4"],
-        capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "sm_toolkit.cli",
+            "run",
+            str(ROOT / "examples" / "cnn-local.yaml"),
+            "--local",
+            "--quiet",
+            "--workdir",
+            str(tmp_path),
+            "--set",
+            "epochs=4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    summary = json.loads(proc.stdout[proc.stdout.index("{"):])
+    summary = json.loads(proc.stdout[proc.stdout.index("{") :])
     assert summary["TrainingJobStatus"] == "Completed"
     metrics = {m["MetricName"]: m["Value"] for m in summary["FinalMetricDataList"]}
     assert metrics["val:accuracy"] >= 0.95
@@ -142,13 +166,19 @@ def test_cli_runs_the_cnn_example_locally_and_it_learns(s3, tmp_path):
 
 
 def test_spot_interruption_restarts_and_resumes_from_checkpoints(s3, bucket, tmp_path):
-    spec = user_spec(bucket, hyperparameters={"mode": "resume", "epochs": 12},
-                     checkpoint={"s3_uri": f"s3://{bucket}/ckpt/resume"},
-                     metrics=[{"name": "epoch", "regex": r"epoch=([0-9]+)"},
-                              {"name": "running_sum", "regex": r"running_sum=([0-9.]+)"}])
+    spec = user_spec(
+        bucket,
+        hyperparameters={"mode": "resume", "epochs": 12},
+        checkpoint={"s3_uri": f"s3://{bucket}/ckpt/resume"},
+        metrics=[
+            {"name": "epoch", "regex": r"epoch=([0-9]+)"},
+            {"name": "running_sum", "regex": r"running_sum=([0-9.]+)"},
+        ],
+    )
     lines: list[str] = []
-    result = run_job(spec, job_name="user-spot", workdir=tmp_path, interrupt_after=2.5,
-                     on_line=lines.append)
+    result = run_job(
+        spec, job_name="user-spot", workdir=tmp_path, interrupt_after=2.5, on_line=lines.append
+    )
     assert result.status == "Completed", result.failure_reason
     assert result.interruptions == 1
     assert any("spot interruption" in line for line in lines)
@@ -164,11 +194,16 @@ def test_spot_interruption_restarts_and_resumes_from_checkpoints(s3, bucket, tmp
 
 
 def test_two_hosts_train_together_over_gloo(bucket, tmp_path):
-    spec = user_spec(bucket, hyperparameters={"mode": "ddp", "epochs": 1},
-                     instance={"type": "ml.c5.xlarge", "count": 2},
-                     distribution={"type": "torch_distributed"},
-                     metrics=[{"name": "allreduce", "regex": r"allreduce=([0-9.]+)"},
-                              {"name": "world", "regex": r"world=([0-9]+)"}])
+    spec = user_spec(
+        bucket,
+        hyperparameters={"mode": "ddp", "epochs": 1},
+        instance={"type": "ml.c5.xlarge", "count": 2},
+        distribution={"type": "torch_distributed"},
+        metrics=[
+            {"name": "allreduce", "regex": r"allreduce=([0-9.]+)"},
+            {"name": "world", "regex": r"world=([0-9]+)"},
+        ],
+    )
     lines: list[str] = []
     result = run_job(spec, job_name="user-2hosts", workdir=tmp_path, on_line=lines.append)
     assert result.status == "Completed", result.failure_reason
@@ -180,8 +215,9 @@ def test_two_hosts_train_together_over_gloo(bucket, tmp_path):
 
 def test_warm_pool_reuses_staged_data_for_the_next_matching_job(s3, bucket, tmp_path):
     s3.put_object(Bucket=bucket, Key="data/wp/a.csv", Body=b"1" * 1000)
-    spec = user_spec(bucket, inputs={"train": f"s3://{bucket}/data/wp"},
-                     warm_pool={"keep_alive_seconds": 600})
+    spec = user_spec(
+        bucket, inputs={"train": f"s3://{bucket}/data/wp"}, warm_pool={"keep_alive_seconds": 600}
+    )
     first = run_job(spec, job_name="user-wp-1", workdir=tmp_path)
     second = run_job(spec, job_name="user-wp-2", workdir=tmp_path)
     assert (first.warm_pool, second.warm_pool) == ("Available", "Reused")

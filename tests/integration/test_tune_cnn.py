@@ -28,20 +28,42 @@ STRATEGIES = {
     "Random": {"ranges": {"lr": LR}, "max_jobs": 2},
     "Grid": {"ranges": {"optimizer": {"type": "categorical", "values": ["adamw", "sgd"]}}},
     "Bayesian": {"ranges": {"lr": LR}, "max_jobs": 2, "random_seed": 1},
-    "Hyperband": {"ranges": {"lr": LR}, "max_jobs": 2,
-                  "hyperband": {"min_resource": 1, "max_resource": 2}},
+    "Hyperband": {
+        "ranges": {"lr": LR},
+        "max_jobs": 2,
+        "hyperband": {"min_resource": 1, "max_resource": 2},
+    },
 }
 
 
 def tune(tmp_path: Path, bucket: str, name: str, tuning: dict) -> tuple[dict, str]:
-    spec = dict(BASE, output_path=f"s3://{bucket}/output", tuning={
-        "job_name": name, "objective": {"metric": "val:accuracy", "type": "Maximize"},
-        "max_parallel_jobs": 2, **tuning})
+    spec = dict(
+        BASE,
+        output_path=f"s3://{bucket}/output",
+        tuning={
+            "job_name": name,
+            "objective": {"metric": "val:accuracy", "type": "Maximize"},
+            "max_parallel_jobs": 2,
+            **tuning,
+        },
+    )
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))
-    proc = subprocess.run([sys.executable, "-m", "sm_toolkit.cli", "tune", str(path), "--local",
-                           "--workdir", str(tmp_path)], capture_output=True, text=True,
-                          timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sm_toolkit.cli",
+            "tune",
+            str(path),
+            "--local",
+            "--workdir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads((tmp_path / "tuning" / name / "results.json").read_text()), proc.stdout
 
@@ -59,9 +81,18 @@ def test_each_strategy_then_a_warm_start_from_the_local_parent(tmp_path, bucket)
     grid = {t["hyperparameters"]["optimizer"] for t in results["Grid"]["trials"]}
     assert grid == {"adamw", "sgd"}
 
-    warm, log = tune(tmp_path, bucket, "cnn-warm", {
-        "strategy": "Bayesian", "ranges": {"lr": LR}, "max_jobs": 2, "random_seed": 2,
-        "warm_start": {"type": "IdenticalDataAndAlgorithm", "parents": ["cnn-random"]}})
+    warm, log = tune(
+        tmp_path,
+        bucket,
+        "cnn-warm",
+        {
+            "strategy": "Bayesian",
+            "ranges": {"lr": LR},
+            "max_jobs": 2,
+            "random_seed": 2,
+            "warm_start": {"type": "IdenticalDataAndAlgorithm", "parents": ["cnn-random"]},
+        },
+    )
     parent = {t["name"] for t in results["Random"]["trials"]}
     assert len(warm["trials"]) == 2 and not parent & {t["name"] for t in warm["trials"]}
     assert re.search(r"from local parent cnn-random: [12] of 2 trials added", log), log[-2000:]

@@ -25,8 +25,9 @@ def _argv(values: dict[str, object]) -> list[str]:
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_hyperparameters_parse_with_the_entrypoint(path):
     spec = load_spec(path)
-    parser = runpy.run_path(str(Path(spec.source_dir) / spec.entry_point),
-                            run_name="example_check")["make_parser"]()
+    parser = runpy.run_path(
+        str(Path(spec.source_dir) / spec.entry_point), run_name="example_check"
+    )["make_parser"]()
     parser.parse(_argv(spec.hyperparameters))
     if spec.tuning is None:
         return
@@ -39,7 +40,8 @@ def test_example_hyperparameters_parse_with_the_entrypoint(path):
 def test_a_misspelt_hyperparameter_is_caught():
     from sm_toolkit.errors import ConfigError
 
-    parser = runpy.run_path(str(ROOT / "entrypoints" / "train_rnn.py"),
-                            run_name="example_check")["make_parser"]()
+    parser = runpy.run_path(str(ROOT / "entrypoints" / "train_rnn.py"), run_name="example_check")[
+        "make_parser"
+    ]()
     with pytest.raises(ConfigError, match="hidden_size"):
         parser.parse(["--hidden_size", "64"])

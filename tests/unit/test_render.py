@@ -27,8 +27,11 @@ def _render(name: str):
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_matches_its_golden_request(path):
     rendered = render(load_spec(path))
-    document = {"Operation": rendered.operation, "Request": rendered.request,
-                "Uploads": rendered.uploads}
+    document = {
+        "Operation": rendered.operation,
+        "Request": rendered.request,
+        "Uploads": rendered.uploads,
+    }
     golden = GOLDEN / f"{path.stem}.json"
     text = json.dumps(document, indent=2, sort_keys=True) + "\n"
     if os.environ.get("UPDATE_GOLDEN"):
@@ -41,14 +44,22 @@ def test_smddp_example_carries_everything_it_asked_for():
     req = _render("moe-smddp").request
     hps = req["HyperParameters"]
     assert hps["sagemaker_distributed_dataparallel_enabled"] == "true"
-    assert req["ResourceConfig"] == {"InstanceCount": 2, "InstanceType": "ml.p4d.24xlarge",
-                                     "KeepAlivePeriodInSeconds": 1800, "VolumeSizeInGB": 100}
-    assert req["CheckpointConfig"] == {"S3Uri": "s3://my-ml-bucket/checkpoints/moe-lm",
-                                       "LocalPath": "/opt/ml/checkpoints"}
+    assert req["ResourceConfig"] == {
+        "InstanceCount": 2,
+        "InstanceType": "ml.p4d.24xlarge",
+        "KeepAlivePeriodInSeconds": 1800,
+        "VolumeSizeInGB": 100,
+    }
+    assert req["CheckpointConfig"] == {
+        "S3Uri": "s3://my-ml-bucket/checkpoints/moe-lm",
+        "LocalPath": "/opt/ml/checkpoints",
+    }
     assert req["Environment"][mapping.CHECKPOINT_DIR_ENV] == "/opt/ml/checkpoints"
     assert req["Environment"][mapping.TENSORBOARD_DIR_ENV] == "/opt/ml/output/tensorboard"
     assert {r["RuleConfigurationName"] for r in req["DebugRuleConfigurations"]} == {
-        "LossNotDecreasing", "ExplodingTensor"}
+        "LossNotDecreasing",
+        "ExplodingTensor",
+    }
     assert req["RetryStrategy"] == {"MaximumRetryAttempts": 2}
     assert req["TensorBoardOutputConfig"]["S3OutputPath"] == "s3://my-ml-bucket/tensorboard/moe-lm"
     assert req["AlgorithmSpecification"]["MetricDefinitions"][0]["Name"] == "train:loss"
@@ -86,19 +97,22 @@ def test_grid_gets_max_jobs_equal_to_the_combinations():
 
 def test_hyperband_request_has_its_strategy_config():
     config = _render("tune-cnn-hyperband").request["HyperParameterTuningJobConfig"]
-    assert config["StrategyConfig"] == {"HyperbandStrategyConfig": {"MaxResource": 9,
-                                                                    "MinResource": 1}}
+    assert config["StrategyConfig"] == {
+        "HyperbandStrategyConfig": {"MaxResource": 9, "MinResource": 1}
+    }
     assert config["TrainingJobEarlyStoppingType"] == "Off"
-    scaling = {r["Name"]: r["ScalingType"] for r in config["ParameterRanges"][
-        "ContinuousParameterRanges"]}
+    scaling = {
+        r["Name"]: r["ScalingType"] for r in config["ParameterRanges"]["ContinuousParameterRanges"]
+    }
     assert scaling == {"lr": "Logarithmic", "weight_decay": "Auto"}
 
 
 def test_warm_start_and_completion_criteria_reach_the_request():
     req = _render("tune-moe-bayesian-warmstart").request
-    assert req["WarmStartConfig"] == {"WarmStartType": "TransferLearning",
-                                      "ParentHyperParameterTuningJobs": [
-                                          {"HyperParameterTuningJobName": "moe-bo-001"}]}
+    assert req["WarmStartConfig"] == {
+        "WarmStartType": "TransferLearning",
+        "ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": "moe-bo-001"}],
+    }
     criteria = req["HyperParameterTuningJobConfig"]["TuningJobCompletionCriteria"]
     assert criteria["BestObjectiveNotImproving"] == {"MaxNumberOfTrainingJobsNotImproving": 5}
     assert req["TrainingJobDefinition"]["EnableManagedSpotTraining"] is True
@@ -111,7 +125,6 @@ def test_tuning_request_names_the_job_explicitly():
 
 def test_render_uploads_nothing_and_reports_where_code_would_go():
     rendered = _render("cnn-spot")
-    assert rendered.uploads == [
-        "s3://my-ml-bucket/output/cnn-digits-spot/source/sourcedir.tar.gz"]
+    assert rendered.uploads == ["s3://my-ml-bucket/output/cnn-digits-spot/source/sourcedir.tar.gz"]
     submit = json.loads(rendered.request["HyperParameters"]["sagemaker_submit_directory"])
     assert submit == rendered.uploads[0]
