@@ -39,7 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     ru = sub.add_parser("run", help="run the job: --local on this machine, else on SageMaker")
     ru.add_argument("spec")
     ru.add_argument("--local", action="store_true")
-    ru.add_argument("--backend", choices=["process"], default="process")
+    ru.add_argument("--backend", choices=["process", "docker"], default="process",
+                    help="process: this machine's Python; docker: the training image through "
+                    "SageMaker local mode")
+    ru.add_argument("--image", default="sm-toolkit:latest",
+                    help="training image of the docker backend (built by `make build`)")
     ru.add_argument("--job-name")
     ru.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     ru.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -141,9 +145,15 @@ def _run_local(spec, args: argparse.Namespace) -> int:
     from sm_toolkit.local.process import dumps, run_job
 
     echo = None if args.quiet else (lambda line: print(line, flush=True))
-    result = run_job(spec, job_name=args.job_name or spec.name, workdir=args.workdir,
-                     hyperparameters=_overrides(args.set), on_line=echo,
-                     interrupt_after=args.interrupt_after)
+    kwargs = dict(job_name=args.job_name or spec.name, workdir=args.workdir,
+                  hyperparameters=_overrides(args.set), on_line=echo,
+                  interrupt_after=args.interrupt_after)
+    if args.backend == "docker":
+        from sm_toolkit.local.docker_job import run_job_docker_spec
+
+        result = run_job_docker_spec(spec, image=args.image, **kwargs)
+    else:
+        result = run_job(spec, **kwargs)
     print(dumps(result))
     return 0 if result.status == "Completed" else 1
 

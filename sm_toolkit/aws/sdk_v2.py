@@ -140,3 +140,26 @@ def build_tuner(spec: JobSpec, estimator: PyTorch) -> HyperparameterTuner:
 def training_inputs(channels: dict[str, str]) -> dict[str, TrainingInput] | None:
     """S3 URIs -> the SDK's TrainingInput per channel (local paths are uploaded first)."""
     return {name: TrainingInput(uri) for name, uri in channels.items()} or None
+
+
+# SageMaker local mode refuses these (checkpoints, spot) or ignores them (keep-alive, and
+# the rest of the request it does not model); sm-toolkit's docker backend does them itself.
+_LOCAL_MODE_DROPS = (
+    "checkpoint_s3_uri",
+    "checkpoint_local_path",
+    "use_spot_instances",
+    "max_wait",
+    "keep_alive_period_in_seconds",
+    "max_retry_attempts",
+    "code_location",
+)
+
+
+def build_local_estimator(spec: JobSpec, session: Session, image: str) -> PyTorch:
+    """The spec's estimator for SageMaker local mode: one ``local`` container per instance,
+    running ``image``. The environment still names the checkpoint folder (SM_CHECKPOINT_DIR)."""
+    kwargs = mapping.estimator_kwargs(spec)
+    for key in _LOCAL_MODE_DROPS:
+        kwargs.pop(key, None)
+    kwargs.update(instance_type="local", image_uri=image)
+    return PyTorch(sagemaker_session=session, **kwargs)

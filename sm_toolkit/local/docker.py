@@ -17,7 +17,9 @@ offline and tell the caller why a job failed:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import subprocess
 import tarfile
 import time
@@ -49,8 +51,15 @@ class DockerJobResult:
     containers: tuple[str, ...] = ()  # left in place only with keep_containers=True
 
 
-def offline_local_session(*, region: str = "us-east-1", container_root: Path | None = None):
-    """A ``LocalSession`` that needs neither AWS credentials nor network access."""
+def offline_local_session(
+    *,
+    region: str = "us-east-1",
+    container_root: Path | None = None,
+    container_config: dict[str, Any] | None = None,
+):
+    """A ``LocalSession`` that needs neither AWS credentials nor network access.
+    ``container_config`` is merged into every compose service (keys other than the ones
+    local mode sets itself: its ``volumes`` would be replaced, ``extends`` is merged)."""
     import boto3
     from sagemaker.local import LocalSession
 
@@ -64,6 +73,8 @@ def offline_local_session(*, region: str = "us-east-1", container_root: Path | N
     if container_root is not None:
         container_root.mkdir(parents=True, exist_ok=True)
         local["container_root"] = str(container_root)
+    if container_config:
+        local["container_config"] = container_config
     session.config = {"local": local}
     return session
 
@@ -114,6 +125,8 @@ def run_job_docker(
     inputs: dict[str, str] | None = None,
     region: str = "us-east-1",
     keep_containers: bool = False,
+    container_config: dict[str, Any] | None = None,
+    on_line: Callable[[str], None] | None = None,
 ) -> DockerJobResult:
     """Run one job in Docker through SageMaker local mode and return its outcome.
 
@@ -123,19 +136,23 @@ def run_job_docker(
     names to ``file://`` URIs. A failing script gives status Failed with the reason the
     container wrote, not an exception; LocalRunError means local mode itself could not run.
     The stopped containers compose leaves behind are removed unless ``keep_containers``.
+    ``on_line`` gets each line of the compose log (ANSI colours stripped) as it arrives.
     """
     ensure_internal_network()
     job_dir = (workdir / job_name).resolve()
     job_dir.mkdir(parents=True, exist_ok=True)
     container_root = workdir.resolve() / "containers"
-    session = offline_local_session(region=region, container_root=container_root)
+    session = offline_local_session(
+        region=region, container_root=container_root, container_config=container_config
+    )
     compose_files_before = set(container_root.glob("*/docker-compose.yaml"))
     estimator = estimator_factory(session)
     estimator.output_path = f"file://{job_dir}/"
     start = time.monotonic()
     failed: RuntimeError | None = None
     try:
-        estimator.fit(inputs=inputs, job_name=job_name, wait=True)
+        with _compose_log(on_line):
+            estimator.fit(inputs=inputs, job_name=job_name, wait=True)
     except RuntimeError as err:  # the SDK's "Failed to run: docker-compose ..." and nothing else
         failed = err
     seconds = time.monotonic() - start
@@ -157,6 +174,51 @@ def run_job_docker(
         seconds=seconds,
         containers=containers if keep_containers else (),
     )
+
+
+class _LineSplitter:
+    """A write-only text stream that hands complete lines to a callback."""
+
+    _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+    def __init__(self, on_line: Callable[[str], None]) -> None:
+        self._on_line = on_line
+        self._buffer = ""
+
+    def write(self, text: str) -> int:
+        self._buffer += text
+        *lines, self._buffer = self._buffer.split("\n")
+        for line in lines:
+            self._on_line(self._ANSI.sub("", line).rstrip("\r"))
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _compose_log(on_line: Callable[[str], None] | None):
+    """Route the compose log to ``on_line``: local mode writes each line it reads from
+    ``docker compose up`` to ``sys.stdout`` (``sagemaker.local.image._stream_output``) and
+    offers no other hook."""
+    if on_line is None:
+        yield
+        return
+    splitter = _LineSplitter(on_line)
+    with contextlib.redirect_stdout(splitter):
+        yield
+    if splitter._buffer:
+        splitter.write("\n")
+
+
+def kill_labelled(label: str, signal: str = "TERM") -> list[str]:
+    """Send ``signal`` to every running container carrying ``label`` (``key=value``), as a
+    spot reclaim does to every instance; returns their ids."""
+    found = _docker("ps", "-q", "--filter", f"label={label}", check=False)
+    ids = found.stdout.split()
+    if ids:
+        _docker("kill", "--signal", signal, *ids, check=False)
+    return ids
 
 
 def failure_reason(output_tar: Path) -> str | None:

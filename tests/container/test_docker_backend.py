@@ -1,0 +1,219 @@
+"""``run --local --backend docker``: a job spec through SageMaker local mode in the built image,
+with what local mode lacks (S3 channels, checkpoints, spot restarts, warm pools, metrics)
+done around it. S3 is the session's moto server on 127.0.0.1, reached from this machine only:
+the containers get file:// channels and a mounted checkpoint folder."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import boto3
+import pytest
+import torch
+
+from sm_toolkit.local.docker import kill_labelled
+from sm_toolkit.local.docker_job import JOB_LABEL, run_job_docker_spec
+from sm_toolkit.spec import parse_spec
+from sm_toolkit.train.datasets import write_digits_npz
+
+ROOT = Path(__file__).resolve().parents[2]
+DEBUG = {"size": "debug", "epochs": 1, "threads": 1}
+# Resume equivalence: the CNN without batch norm or dropout is bit-exact on CPU.
+RESUME_HPS = {
+    "size": "debug",
+    "epochs": 40,
+    "batch_size": 8,
+    "batch_norm": False,
+    "dropout": 0.0,
+    "seed": 3,
+    "threads": 1,
+    "checkpoint_every": 2,
+}
+
+
+def job_spec(bucket: str, entry_point: str, hyperparameters: dict, **extra):
+    return parse_spec(
+        {
+            "name": entry_point.removesuffix(".py").replace("_", "-"),
+            "entry_point": entry_point,
+            "hyperparameters": hyperparameters,
+            "image_uri": "sm-toolkit:latest",
+            "role": "arn:aws:iam::123456789012:role/SageMakerTrainingRole",
+            "instance": {"type": "ml.c5.xlarge"},
+            "output_path": f"s3://{bucket}/output",
+            **extra,
+        },
+        base_dir=ROOT,
+    )
+
+
+def model_state(uri: str) -> dict[str, torch.Tensor]:
+    bucket, key = uri[len("s3://") :].split("/", 1)
+    body = boto3.client("s3", region_name="us-east-1").get_object(Bucket=bucket, Key=key)
+    with tarfile.open(fileobj=io.BytesIO(body["Body"].read())) as tar:
+        return torch.load(io.BytesIO(tar.extractfile("model.pt").read()), weights_only=True)
+
+
+def tar_names(s3, uri: str) -> set[str]:
+    bucket, key = uri[len("s3://") :].split("/", 1)
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        return set(tar.getnames())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry_point", ["train_cnn.py", "train_rnn.py", "train_moe.py"])
+def test_each_model_family_completes_with_its_declared_metrics(
+    image, s3, bucket, tmp_path, entry_point
+):
+    spec = job_spec(bucket, entry_point, DEBUG)
+    result = run_job_docker_spec(spec, job_name=spec.name + "-1", workdir=tmp_path, image=image)
+    print(
+        f"{entry_point}: {result.seconds:.1f}s, script started after {result.startup_seconds:.2f}s"
+    )
+    assert result.status == "Completed", result.failure_reason
+    declared = {m.name for m in spec.metrics}
+    assert declared and declared <= set(result.final_metrics), declared - set(result.final_metrics)
+    assert result.model_artifacts == f"s3://{bucket}/output/{spec.name}-1/output/model.tar.gz"
+    assert "model.pt" in tar_names(s3, result.model_artifacts)
+    assert "metrics.json" in tar_names(s3, result.output_artifacts)
+
+
+@pytest.fixture(scope="module")
+def reference(image, moto_endpoint, tmp_path_factory):
+    """The uninterrupted CNN job that the resumed ones must end identical to."""
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="docker-backend-reference")
+    spec = job_spec("docker-backend-reference", "train_cnn.py", RESUME_HPS)
+    result = run_job_docker_spec(
+        spec, job_name="cnn-plain", image=image, workdir=tmp_path_factory.mktemp("reference")
+    )
+    assert result.status == "Completed", result.failure_reason
+    return result
+
+
+def assert_same_model(result, reference) -> None:
+    assert result.status == "Completed", result.failure_reason
+    assert result.metric_series["val:loss"][-1] == reference.metric_series["val:loss"][-1]
+    resumed, plain = model_state(result.model_artifacts), model_state(reference.model_artifacts)
+    assert resumed.keys() == plain.keys()
+    assert all(torch.equal(resumed[k], plain[k]) for k in plain)
+
+
+@pytest.mark.slow
+def test_stopped_job_resumes_from_mounted_checkpoints(image, s3, bucket, tmp_path, reference):
+    spec = job_spec(
+        bucket, "train_cnn.py", RESUME_HPS, checkpoint={"s3_uri": f"s3://{bucket}/ckpt/cnn"}
+    )
+    killed: list[str] = []
+
+    def watch(line: str) -> None:
+        if "[metrics] epoch=4 " in line and not killed:
+            killed.extend(kill_labelled(JOB_LABEL))  # a stop, mid-training
+
+    first = run_job_docker_spec(
+        spec, job_name="cnn-resume", workdir=tmp_path, image=image, on_line=watch
+    )
+    assert killed
+    assert 4 <= len(first.metric_series["val:loss"]) < RESUME_HPS["epochs"]
+    saved = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="ckpt/cnn/")["Contents"]]
+    assert saved, "the container's checkpoints reached S3 through the mounted folder"
+    lines: list[str] = []
+    second = run_job_docker_spec(
+        spec, job_name="cnn-resume", workdir=tmp_path, image=image, on_line=lines.append
+    )
+    assert any("[checkpoint] resumed from ckpt-" in line for line in lines)
+    assert_same_model(second, reference)
+
+
+@pytest.mark.slow
+def test_spot_interruption_restarts_on_fresh_containers_and_resumes(
+    image, bucket, tmp_path, reference
+):
+    spec = job_spec(
+        bucket, "train_cnn.py", RESUME_HPS, checkpoint={"s3_uri": f"s3://{bucket}/ckpt/spot"}
+    )
+    lines: list[str] = []
+    result = run_job_docker_spec(
+        spec,
+        job_name="cnn-spot",
+        workdir=tmp_path,
+        image=image,
+        on_line=lines.append,
+        interrupt_after=6.0,
+    )
+    assert result.interruptions == 1
+    restart = next(i for i, line in enumerate(lines) if "restarting cnn-spot" in line)
+    assert any("SIGTERM received" in line for line in lines[:restart])
+    last = f"[metrics] epoch={RESUME_HPS['epochs']} "
+    assert not any(last in line for line in lines[:restart]), "the reclaim hit mid-training"
+    assert any("[checkpoint] resumed from ckpt-" in line for line in lines[restart:])
+    assert_same_model(result, reference)
+
+
+@pytest.mark.slow
+def test_warm_pool_reuses_staged_channels(image, s3, bucket, tmp_path):
+    data = write_digits_npz(tmp_path / "digits")
+    s3.upload_file(str(data), bucket, "data/digits/digits.npz")
+    spec = job_spec(
+        bucket,
+        "train_cnn.py",
+        DEBUG,
+        inputs={"train": f"s3://{bucket}/data/digits"},
+        warm_pool={"keep_alive_seconds": 600},
+    )
+    first = run_job_docker_spec(spec, job_name="cnn-wp-1", workdir=tmp_path, image=image)
+    second = run_job_docker_spec(spec, job_name="cnn-wp-2", workdir=tmp_path, image=image)
+    print(
+        f"script start: first job {first.startup_seconds:.2f}s, "
+        f"warm-pool job {second.startup_seconds:.2f}s"
+    )
+    assert (first.status, second.status) == ("Completed", "Completed"), second.failure_reason
+    assert (first.warm_pool, second.warm_pool) == ("Available", "Reused")
+    staged = tmp_path / "docker-jobs" / "cnn-wp-2" / "input" / "train" / "digits.npz"
+    assert staged.read_bytes() == data.read_bytes()
+    assert second.final_metrics == first.final_metrics  # same data, same seed
+
+
+@pytest.mark.slow
+def test_cli_runs_the_example_with_the_docker_backend(image, s3, tmp_path):
+    s3.create_bucket(Bucket="sm-toolkit-demo")
+    data = write_digits_npz(tmp_path / "data")
+    s3.upload_file(str(data), "sm-toolkit-demo", "data/digits/digits.npz")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sm_toolkit.cli",
+            "run",
+            str(ROOT / "examples" / "cnn-local.yaml"),
+            "--local",
+            "--backend",
+            "docker",
+            "--image",
+            image,
+            "--quiet",
+            "--workdir",
+            str(tmp_path),
+            "--set",
+            "epochs=1",
+            "--set",
+            "size=debug",
+            "--set",
+            "threads=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout[proc.stdout.index("{") :])
+    assert summary["TrainingJobStatus"] == "Completed"
+    assert {m["MetricName"] for m in summary["FinalMetricDataList"]} >= {"val:loss", "test:f1"}
+    assert summary["ModelArtifacts"]["S3ModelArtifacts"].startswith("s3://sm-toolkit-demo/output/")
+    assert (Path(summary["LocalDirectory"]) / "output" / "data" / "metrics.json").is_file()
