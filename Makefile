@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/moe_tradeoffs.py
 	$(VENV)/bin/python benchmarks/activations_cnn.py
 	$(VENV)/bin/python benchmarks/tuning_strategies.py
+	$(VENV)/bin/python benchmarks/local_start_times.py  # needs Docker and `make build`
 
 clean:
 	rm -rf .sm-toolkit .pytest_cache
