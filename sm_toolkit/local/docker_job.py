@@ -27,13 +27,13 @@ from pathlib import Path
 import yaml
 
 from sm_toolkit.errors import LocalRunError
+from sm_toolkit.local.channels import stage_channels
 from sm_toolkit.local.checkpoints import CheckpointSync
 from sm_toolkit.local.docker import DockerJobResult, kill_labelled, run_job_docker
 from sm_toolkit.local.launcher import SCRIPT_STARTED
 from sm_toolkit.local.metrics import MetricParser
 from sm_toolkit.local.process import LocalJobResult
-from sm_toolkit.local.s3 import S3Stage, copy_local_input
-from sm_toolkit.local.warm_pool import WarmPool, pool_key
+from sm_toolkit.local.s3 import S3Stage
 from sm_toolkit.spec import JobSpec
 
 DEFAULT_IMAGE = "sm-toolkit:latest"
@@ -210,36 +210,10 @@ def _mount_file(attempt_dir: Path, host_dir: Path, container_dir: str) -> dict[s
 def _stage_inputs(
     spec: JobSpec, image: str, stage: S3Stage, workdir: Path, target: Path
 ) -> tuple[dict[str, str], str | None]:
-    """Every channel into a host folder (from a warm pool when one matches), as file://."""
-    pool = None
-    keep_alive = spec.warm_pool.keep_alive_seconds if spec.warm_pool else 0
-    if keep_alive > 0 and spec.inputs:
-        prints = {
-            c: stage.fingerprint(u) if u.startswith("s3://") else _local_print(Path(u))
-            for c, u in spec.inputs.items()
-        }
-        pool = WarmPool(workdir, pool_key(spec.model_copy(update={"image_uri": image}), prints))
-    reused = pool is not None and pool.available()
-    for channel, uri in spec.inputs.items():
-        folder = target / channel
-        if reused:
-            pool.take(channel, folder)
-        elif uri.startswith("s3://"):
-            if stage.download_prefix(uri, folder) == 0:
-                raise LocalRunError(f"inputs.{channel}: no objects under {uri}")
-        elif Path(uri).exists():
-            copy_local_input(Path(uri), folder)
-        else:
-            raise LocalRunError(f"inputs.{channel}: local path {uri} does not exist")
-    if pool is not None:
-        pool.keep({c: target / c for c in spec.inputs}, keep_alive)
-    state = "Reused" if reused else ("Available" if pool is not None else None)
+    """Every channel into a host folder (from a warm pool keyed on the image), as file://."""
+    keyed = spec.model_copy(update={"image_uri": image})
+    state = stage_channels(keyed, stage, workdir, target)
     return {c: f"file://{target / c}" for c in spec.inputs}, state
-
-
-def _local_print(path: Path) -> list[tuple[str, int, int]]:
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    return [(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in files]
 
 
 def _publish(

@@ -20,12 +20,12 @@ from pathlib import Path
 
 from sm_toolkit.errors import LocalRunError
 from sm_toolkit.local import hosts as host_layout
+from sm_toolkit.local.channels import stage_channels
 from sm_toolkit.local.checkpoints import CheckpointSync
 from sm_toolkit.local.hosts import Host
 from sm_toolkit.local.launcher import SCRIPT_STARTED, run_hosts
 from sm_toolkit.local.metrics import MetricParser
-from sm_toolkit.local.s3 import S3Stage, copy_local_input
-from sm_toolkit.local.warm_pool import WarmPool, pool_key
+from sm_toolkit.local.s3 import S3Stage
 from sm_toolkit.spec import JobSpec
 
 FAILURE_REASON_LIMIT = 1024  # SageMaker keeps this much of /opt/ml/output/failure
@@ -147,38 +147,15 @@ def _training_request(spec: JobSpec, job_name: str, overrides: dict) -> dict:
 
 
 def _stage_inputs(spec: JobSpec, hosts: list[Host], stage: S3Stage, workdir: Path) -> str | None:
-    """Channels into every host's input/data; from a warm pool when one matches."""
-    pool = None
-    keep_alive = spec.warm_pool.keep_alive_seconds if spec.warm_pool else 0
-    if keep_alive > 0 and spec.inputs:
-        prints = {
-            c: stage.fingerprint(u) if u.startswith("s3://") else _local_print(Path(u))
-            for c, u in spec.inputs.items()
-        }
-        pool = WarmPool(workdir, pool_key(spec, prints))
-    reused = pool is not None and pool.available()
+    """Channels into the leader's input/data (see ``stage_channels``), copied to the others."""
     leader = hosts[0].base / "input" / "data"
-    for channel, uri in spec.inputs.items():
-        target = leader / channel
-        if reused:
-            pool.take(channel, target)
-        elif uri.startswith("s3://"):
-            if stage.download_prefix(uri, target) == 0:
-                raise LocalRunError(f"inputs.{channel}: no objects under {uri}")
-        elif Path(uri).exists():
-            copy_local_input(Path(uri), target)
-        else:
-            raise LocalRunError(f"inputs.{channel}: local path {uri} does not exist")
-        for host in hosts[1:]:
-            shutil.copytree(target, host.base / "input" / "data" / channel, dirs_exist_ok=True)
-    if pool is not None:
-        pool.keep({c: leader / c for c in spec.inputs}, keep_alive)
-    return "Reused" if reused else ("Available" if pool is not None else None)
-
-
-def _local_print(path: Path) -> list[tuple[str, int, int]]:
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    return [(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in files]
+    state = stage_channels(spec, stage, workdir, leader)
+    for host in hosts[1:]:
+        for channel in spec.inputs:
+            shutil.copytree(
+                leader / channel, host.base / "input" / "data" / channel, dirs_exist_ok=True
+            )
+    return state
 
 
 def _checkpoint_sync(spec: JobSpec, hosts: list[Host], stage: S3Stage) -> CheckpointSync | None:
