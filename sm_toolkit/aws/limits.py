@@ -10,6 +10,7 @@ and its own ``sagemaker_*`` keys), and each violation names the spec field it ca
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Iterator
@@ -38,10 +39,16 @@ def operation_input(operation: str) -> StructureShape:
 
 
 @cache
-def _compiled(pattern: str) -> re.Pattern | None:
+def _compiled(pattern: str):  # -> re.Pattern | regex.Pattern | None
     try:
         return re.compile(pattern)
-    except re.error:  # a Java-only construct: the service checks it, we cannot
+    except re.error:
+        pass
+    try:  # Unicode classes (\p{L}, \p{Alnum} in tag patterns) need the regex package
+        import regex
+
+        return regex.compile(pattern)
+    except Exception:  # a construct neither knows: the service checks it, we cannot
         return None
 
 
@@ -97,7 +104,7 @@ def _string(value: str, shape: Shape, path: tuple, what: str) -> Iterator[Violat
     elif "min" in meta and len(value) < meta["min"]:
         yield Violation(path, value, f"a {what} of at least {meta['min']} characters")
     if shape.enum and value not in shape.enum:
-        yield Violation(path, value, _enum_text(shape.enum))
+        yield Violation(path, value, _enum_text(value, shape.enum))
     pattern = meta.get("pattern")
     compiled = _compiled(pattern) if pattern else None
     # The model's patterns match the whole value (as the service applies them).
@@ -105,10 +112,11 @@ def _string(value: str, shape: Shape, path: tuple, what: str) -> Iterator[Violat
         yield Violation(path, value, f"must match {pattern}")
 
 
-def _enum_text(enum: list[str]) -> str:
+def _enum_text(value: str, enum: list[str]) -> str:
     if len(enum) <= 8:
         return "one of " + ", ".join(enum)
-    return f"one of {len(enum)} values in botocore's model, e.g. " + ", ".join(sorted(enum)[:4])
+    near = difflib.get_close_matches(value, enum, n=3, cutoff=0.6) or sorted(enum)[:3]
+    return f"one of the {len(enum)} values in botocore's model, e.g. " + ", ".join(near)
 
 
 def _is_number(value: Any) -> bool:
@@ -136,6 +144,9 @@ _FIELDS = {
     ("ResourceConfig", "InstanceCount"): "instance.count",
     ("ResourceConfig", "VolumeSizeInGB"): "instance.volume_size_gb",
     ("ResourceConfig", "KeepAlivePeriodInSeconds"): "warm_pool.keep_alive_seconds",
+    ("HyperParameterTuningResourceConfig", "InstanceType"): "instance.type",
+    ("HyperParameterTuningResourceConfig", "InstanceCount"): "instance.count",
+    ("HyperParameterTuningResourceConfig", "VolumeSizeInGB"): "instance.volume_size_gb",
     ("OutputDataConfig",): "output_path",
     ("CheckpointConfig", "S3Uri"): "checkpoint.s3_uri",
     ("CheckpointConfig", "LocalPath"): "checkpoint.local_path",

@@ -10,9 +10,12 @@ validated against botocore's service model, as boto3 would before sending it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import boto3
+import botocore.loaders
+import botocore.session
 from botocore.awsrequest import AWSResponse
 from botocore.validate import ParamValidator
 from sagemaker.session import Session
@@ -41,10 +44,22 @@ class _CaptureSession(Session):
         return None
 
 
+@cache
+def _shared_loader() -> botocore.loaders.Loader:
+    return botocore.loaders.create_loader()
+
+
 def offline_boto_session(region: str, uploads: list[str]) -> boto3.Session:
     """A boto3 session that answers S3 calls locally and refuses every other call."""
+    core = botocore.session.Session()
+    # One loader for every render: each SageMaker Session makes ~7 clients, and parsing
+    # their service models again each time is most of a render's time.
+    core.register_component("data_loader", _shared_loader())
     session = boto3.Session(
-        aws_access_key_id="offline", aws_secret_access_key="offline", region_name=region
+        aws_access_key_id="offline",
+        aws_secret_access_key="offline",
+        region_name=region,
+        botocore_session=core,
     )
 
     def record(params, model, **_):

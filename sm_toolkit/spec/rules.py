@@ -82,6 +82,11 @@ RULES = (
         "sagemaker-training passes each as --NAME VALUE to the script",
     ),
     Rule(
+        "tag-key",
+        "tag keys do not start with aws: (reserved for AWS)",
+        "AWS docs: tagging best practices (the API model's pattern cannot say it)",
+    ),
+    Rule(
         "reserved-hyperparameter",
         "hyperparameters starting with sagemaker_ are reserved",
         "sagemaker-training: sagemaker_* keys are framework parameters",
@@ -260,6 +265,9 @@ def _check_job(spec: JobSpec) -> None:
             )
         if uri.startswith("s3:") and not re.fullmatch(S3_URI_PATTERN, uri):
             raise ConfigError(f"inputs.{channel}", uri, "an S3 URI looks like s3://bucket/prefix")
+    for key in spec.tags:
+        if key.lower().startswith("aws:"):
+            raise ConfigError(f"tags.{key}", key, "tag keys starting with aws: are reserved")
     for key in spec.environment:
         if not re.fullmatch(ENV_KEY_PATTERN, key):
             raise ConfigError(f"environment.{key}", key, "keys match [a-zA-Z_][a-zA-Z0-9_]*")
