@@ -6,13 +6,14 @@ Every mistake becomes one ``ConfigError`` line: field path, value, what is allow
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from sm_toolkit.errors import MISSING, ConfigError
+from sm_toolkit.errors import MISSING, ConfigError, LocalRunError
 from sm_toolkit.spec import rules, yaml_io
 from sm_toolkit.spec.job import PATTERN_HINTS, JobSpec
 from sm_toolkit.spec.metrics import default_metric_definitions, entrypoint_catalog
@@ -22,11 +23,29 @@ ENTRYPOINTS_ENV = "SM_TOOLKIT_ENTRYPOINTS_DIR"
 
 
 def entrypoints_dir() -> Path:
-    """Where the project's entrypoints live (the repository's entrypoints/ folder)."""
+    """Where the project's entrypoints live: the checkout's entrypoints/ folder, or in an
+    installed wheel the copy it carries as ``sm_toolkit._entrypoints``."""
     override = os.environ.get(ENTRYPOINTS_ENV)
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[2] / "entrypoints"
+    return _shipped("entrypoints", "sm_toolkit._entrypoints")
+
+
+def examples_dir() -> Path:
+    """The example specs: the checkout's examples/ folder, or the wheel's copy."""
+    return _shipped("examples", "sm_toolkit._examples")
+
+
+def _shipped(folder: str, package: str) -> Path:
+    # pyproject maps the top-level folders into the wheel as these packages
+    # ([tool.setuptools.package-dir]); a source checkout uses the folders themselves.
+    checkout = Path(__file__).resolve().parents[2] / folder
+    if checkout.is_dir():
+        return checkout
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise LocalRunError(f"sm-toolkit is installed without its {folder}/ ({package})")
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def load_spec(path: str | Path) -> JobSpec:
