@@ -119,6 +119,8 @@ _NOISY_LOGGERS = ("sagemaker", "sagemaker.config", "botocore", "boto3", "urllib3
 
 
 def _quiet_logs(verbose: bool) -> None:
+    if verbose:  # the SDK's and botocore's own lines, with their logger names, on stderr
+        logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s: %(message)s")
     for name in _NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
 
