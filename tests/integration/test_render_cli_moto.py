@@ -143,3 +143,16 @@ def test_unique_names_let_one_spec_launch_twice():
     names = [p.stdout.split()[2].rstrip(":") for p in (first, second)]
     assert names[0] != names[1]
     assert all(n.startswith("rnn-grid") and len(n) <= 32 for n in names), names
+
+
+def test_render_upload_writes_local_inputs_too():
+    proc = _sm_toolkit("render", str(ROOT / "examples" / "byo-script" / "spec.yaml"), "--upload")
+    assert proc.returncode == 0, proc.stderr
+    definition = json.loads(proc.stdout)["TrainingJobDefinition"]
+    uri = definition["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"]
+    bucket, prefix = uri[len("s3://") :].split("/", 1)
+    keys = [
+        o["Key"]
+        for o in boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]
+    ]
+    assert keys == [f"{prefix}/train.csv"]
