@@ -9,6 +9,7 @@ would silently keep the last one). Every refusal is one ``ConfigError`` line.
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,8 @@ class _BoundedLoader(yaml.SafeLoader):
 
 def read_text(path: Path) -> str:
     """The file's text: at most MAX_BYTES, UTF-8 (a BOM is allowed), no NUL bytes."""
+    if path.exists() and stat.S_ISFIFO(path.stat().st_mode):  # opening one would block
+        raise ConfigError("spec", str(path), "a YAML file (this is a named pipe)")
     try:
         with path.open("rb") as f:  # a bounded read: /dev/zero or a huge file stops here
             data = f.read(MAX_BYTES + 1)

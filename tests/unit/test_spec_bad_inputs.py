@@ -73,6 +73,12 @@ def test_dev_zero_is_refused_by_size():
     cli("validate", "/dev/zero").assert_one_line_refusal("at most 262144 bytes")
 
 
+def test_a_directory_and_a_named_pipe_are_refused(tmp_path):
+    cli("validate", str(tmp_path)).assert_one_line_refusal("readable YAML file")
+    os.mkfifo(tmp_path / "pipe.yaml")
+    cli("validate", str(tmp_path / "pipe.yaml")).assert_one_line_refusal("named pipe")
+
+
 def test_duplicate_key_names_the_key(tmp_path):
     text = write_spec(tmp_path, example("cnn-local")).read_text()
     path = _file_case(tmp_path, text + "role: arn:aws:iam::123456789012:role/Other\n")
