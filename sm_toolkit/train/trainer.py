@@ -14,6 +14,7 @@ like an uninterrupted one.
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import time
@@ -26,12 +27,18 @@ import torch
 from torch import nn
 
 from sm_toolkit.errors import ConfigError
-from sm_toolkit.runtime.distributed import DistInfo, all_reduce_mean
+from sm_toolkit.runtime.distributed import DistInfo, reduce_mean_on
 from sm_toolkit.train.checkpoint import CheckpointManager, rng_state, set_rng_state
 from sm_toolkit.train.config import TrainConfig
 from sm_toolkit.train.metrics import metrics_line, prefixed
 from sm_toolkit.train.monitor import ActivationStats, GradientFlow
-from sm_toolkit.train.optim import build_optimizer, build_scheduler, weight_penalty
+from sm_toolkit.train.optim import build_optimizer, build_scheduler, param_groups, weight_penalty
+from sm_toolkit.train.parallel import (
+    ParallelDims,
+    apply_parallelism,
+    clip_grad_norm,
+    full_state_dict,
+)
 from sm_toolkit.train.task import Task
 
 
@@ -73,6 +80,7 @@ class Trainer:
         checkpoint_dir: Path | None = None,
         tensorboard_dir: Path | None = None,
         watch_activations: bool = False,
+        parallel: ParallelDims | None = None,
         stop: Callable[[], bool] = lambda: False,
         emit: Callable[[str], None] = print,
     ) -> None:
@@ -82,9 +90,15 @@ class Trainer:
         self.device = device or torch.device("cpu")
         self.stop = stop
         self.emit = emit if self.dist.is_main else (lambda _line: None)
+        self.dims = parallel or ParallelDims(world_size=self.dist.world_size)
         self.model: nn.Module = task.model.to(self.device)
-        self.train_model = self._wrap(self.model)
-        self.optimizer = build_optimizer(config, self.model.parameters())
+        sharded = self.dims.enabled and not self.dims.use_ddp
+        # Rank 0 keeps an unsharded copy for the final evaluation and model.pt.
+        self._plain = copy.deepcopy(self.model) if sharded and self.dist.is_main else None
+        self.parallel = apply_parallelism(self.model, self.dims, self.device)
+        self.train_model = self._wrap(self.parallel.model)
+        self.optimizer = build_optimizer(config, param_groups(self.model, config.weight_decay))
+        self._pending: list[tuple[torch.Tensor, dict[str, Any]]] = []  # not yet reduced
         self.steps_per_epoch = len(task.batches(0))
         if self.steps_per_epoch == 0:
             raise ConfigError("batch_size", config.batch_size, "smaller than the training set")
@@ -98,15 +112,7 @@ class Trainer:
         self.bar = None  # tqdm progress bar, only on an interactive terminal
 
     def _wrap(self, model: nn.Module) -> nn.Module:
-        wrapped = model
-        if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            wrapped = DistributedDataParallel(model, device_ids=ids)
-        if self.config.compile:
-            wrapped = torch.compile(wrapped)
-        return wrapped
+        return torch.compile(model) if self.config.compile else model
 
     def _tensorboard(self, directory: Path | None):
         if directory is None or not self.dist.is_main:
@@ -114,6 +120,20 @@ class Trainer:
         from torch.utils.tensorboard import SummaryWriter
 
         return SummaryWriter(log_dir=str(directory))
+
+    @property
+    def sharded(self) -> bool:
+        return self.dims.enabled and not self.dims.use_ddp
+
+    def gathered_model(self) -> nn.Module | None:
+        """The trained model unsharded: on rank 0 (None elsewhere). Every rank must call."""
+        if not self.sharded:
+            return self.model
+        state = full_state_dict(self.parallel)
+        if self._plain is None:
+            return None
+        self._plain.load_state_dict(state)
+        return self._plain
 
     # ----------------------------------------------------------------- checkpoints
     def checkpoint_state(self) -> dict[str, Any]:
@@ -138,6 +158,7 @@ class Trainer:
 
     def save_checkpoint(self) -> Path | None:
         """Rank 0 writes; every rank must call it (the RNG states of all ranks are gathered)."""
+        self._flush()
         if self.checkpoints is None:
             return None
         rng_per_rank = self._gather_rng()
@@ -184,7 +205,7 @@ class Trainer:
         return path
 
     # ----------------------------------------------------------------- one step
-    def _step(self, batch: Any) -> tuple[float, dict[str, float]]:
+    def _step(self, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
         cfg, s = self.config, self.state
         sample = s.step % cfg.log_every == 0
         if sample and self.acts is not None:
@@ -197,12 +218,15 @@ class Trainer:
         total = loss + penalty if penalty is not None else loss
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        self.parallel.reduce_expert_grads()
         if sample:
             self.grads.record(self.model, s.step)
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        value = loss.item()
-        if math.isfinite(value) and math.isfinite(norm.item()):
+        norm = clip_grad_norm(self.parallel, max_norm)
+        value = loss.detach()
+        # The one host sync of a step: whether to apply it (every rank agrees: the norm is
+        # global and a non-finite loss makes every rank's gradients non-finite).
+        if bool(torch.isfinite(value) & torch.isfinite(norm)):
             self.optimizer.step()
         else:  # keep the weights; the exploding_tensor rule reports it
             s.non_finite_steps.append(s.step)
@@ -210,24 +234,36 @@ class Trainer:
         self.scheduler.step()
         return value, extras
 
-    def _accumulate(self, value: float, extras: dict[str, float]) -> None:
-        """Add this step's (global, all-ranks mean) loss and extras to the history.
+    def _flush(self) -> None:
+        """Reduce the losses and extras of the steps since the last flush and add them to
+        the history: one all-reduce of one device tensor, one copy to the host.
 
-        Reduced every step, so every rank holds the same history and a checkpoint written
-        by rank 0 restores it exactly on all ranks.
+        Called at logging steps, before a checkpoint and at the end of an epoch, so every
+        rank holds the same history whenever it is read or saved, and the step itself
+        never waits for the host (torchtitan reduces metrics the same way).
         """
+        if not self._pending:
+            return
         s = self.state
-        names = ["loss", *sorted(extras)]
-        values = all_reduce_mean([value, *(float(extras[n]) for n in names[1:])], self.dist)
-        s.step_losses.append(values[0])
-        for name, v in zip(names, values, strict=True):
-            s.epoch_sums[name] = s.epoch_sums.get(name, 0.0) + v
-        s.epoch_count += 1
+        names = ["loss", *sorted(self._pending[0][1])]
+        rows = [
+            torch.stack([torch.as_tensor(v, device=self.device).reshape(()).to(torch.float64)
+                         for v in (value, *(extras[n] for n in names[1:]))])
+            for value, extras in self._pending
+        ]  # fmt: skip
+        table = reduce_mean_on(torch.stack(rows), self.dist).tolist()
+        self._pending = []
+        for values in table:
+            s.step_losses.append(values[0])
+            for name, v in zip(names, values, strict=True):
+                s.epoch_sums[name] = s.epoch_sums.get(name, 0.0) + v
+            s.epoch_count += 1
 
     def _should_stop(self) -> str | None:
         flag = 1.0 if self.stop() else 0.0
         if self.dist.enabled:  # every rank must leave at the same step or collectives hang
-            flag = all_reduce_mean([flag], self.dist)[0]
+            flag_t = torch.tensor([flag], device=self.device)
+            flag = float(reduce_mean_on(flag_t, self.dist)[0])
         if flag > 0:
             return self._stop_name()
         if self.config.max_steps and self.state.step >= self.config.max_steps:
@@ -239,6 +275,7 @@ class Trainer:
 
     # ----------------------------------------------------------------- epochs
     def _end_epoch(self) -> dict[str, float]:
+        self._flush()
         s = self.state
         means = {n: total / max(1, s.epoch_count) for n, total in sorted(s.epoch_sums.items())}
         metrics = prefixed("train", means)
@@ -274,9 +311,16 @@ class Trainer:
                 f"did not improve on {s.best:.5f} for {s.bad_epochs} epochs"
             )
 
-    def _progress(self, pos: int, value: float, t0: float, done: int) -> None:
-        """A tqdm bar on a terminal; plain lines every log_every steps in logs (CloudWatch)."""
+    def _progress(self, pos: int, t0: float, done: int) -> None:
+        """A tqdm bar on a terminal; plain lines every log_every steps in logs (CloudWatch).
+
+        The loss shown is the all-ranks mean of the last step, reduced here (logging steps).
+        """
         s, cfg = self.state, self.config
+        log_step = s.step % cfg.log_every == 0 or pos == self.steps_per_epoch
+        if log_step:
+            self._flush()
+        value = s.step_losses[-1] if s.step_losses else float("nan")
         if self.bar is not None:
             self.bar.update(1)
             if s.step % cfg.log_every == 0 or pos == self.steps_per_epoch:
@@ -309,8 +353,8 @@ class Trainer:
             for pos in range(s.position, len(batches)):
                 value, extras = self._step(batches[pos])
                 s.step, s.position, done = s.step + 1, pos + 1, done + 1
-                self._accumulate(value, extras)
-                self._progress(pos + 1, value, t0, done)
+                self._pending.append((value, extras))
+                self._progress(pos + 1, t0, done)
                 if cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0:
                     self.save_checkpoint()
                 reason = self._should_stop()
