@@ -26,10 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a spec and print what the SDK will change")
     v.add_argument("spec")
 
-    r = sub.add_parser(
-        "render",
-        help="print the exact CreateTrainingJob / CreateHyperParameterTuningJob request (offline)",
-    )
+    r = sub.add_parser("render", help="print the exact CreateTrainingJob / "
+                       "CreateHyperParameterTuningJob request (offline)")
     r.add_argument("spec")
     r.add_argument("--job-name")
 
@@ -41,35 +39,19 @@ def _parser() -> argparse.ArgumentParser:
     ru = sub.add_parser("run", help="run the job: --local on this machine, else on SageMaker")
     ru.add_argument("spec")
     ru.add_argument("--local", action="store_true")
-    ru.add_argument(
-        "--backend",
-        choices=["process", "docker"],
-        default="process",
-        help="process: this machine's Python; docker: the training image through "
-        "SageMaker local mode",
-    )
-    ru.add_argument(
-        "--image",
-        default="sm-toolkit:latest",
-        help="training image of the docker backend (built by `make build`)",
-    )
+    ru.add_argument("--backend", choices=["process", "docker"], default="process",
+                    help="process: this machine's Python; docker: the training image through "
+                    "SageMaker local mode")
+    ru.add_argument("--image", default="sm-toolkit:latest",
+                    help="training image of the docker backend (built by `make build`)")
     ru.add_argument("--job-name")
     ru.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
-    ru.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a hyperparameter for this run",
-    )
+    ru.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a hyperparameter for this run")
     ru.add_argument("--quiet", action="store_true", help="don't echo the training log")
-    ru.add_argument(
-        "--interrupt-after",
-        type=float,
-        metavar="SECONDS",
-        help="simulate a spot reclaim: SIGTERM the job once its script has "
-        "run SECONDS, then restart it (checkpoints restore from S3)",
-    )
+    ru.add_argument("--interrupt-after", type=float, metavar="SECONDS",
+                    help="simulate a spot reclaim: SIGTERM the job once its script has "
+                    "run SECONDS, then restart it (checkpoints restore from S3)")
 
     t = sub.add_parser("tune", help="run the tuning section: --local on this machine")
     t.add_argument("spec")
@@ -129,17 +111,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from sm_toolkit.aws.render import render
 
         rendered = render(spec, job_name=args.job_name)
-        print(
-            json.dumps(
-                {
-                    "Operation": rendered.operation,
-                    "Request": rendered.request,
-                    "Uploads": rendered.uploads,
-                },
-                indent=2,
-                sort_keys=True,
-            )
-        )
+        print(json.dumps({"Operation": rendered.operation, "Request": rendered.request,
+                          "Uploads": rendered.uploads}, indent=2, sort_keys=True))
         return 0
     if args.command == "launch" or (args.command == "run" and not args.local):
         return _launch(spec, args.job_name, wait=args.command == "run" or args.wait)
@@ -152,9 +125,8 @@ def _launch(spec, job_name: str | None, *, wait: bool) -> int:
     from sm_toolkit.aws.launch import launch
 
     launched = launch(spec, job_name=job_name, wait=wait)
-    status_key = (
-        "TrainingJobStatus" if launched.kind == "training" else "HyperParameterTuningJobStatus"
-    )
+    status_key = "TrainingJobStatus" if launched.kind == "training" else \
+        "HyperParameterTuningJobStatus"
     print(f"{launched.kind} job {launched.name}: {launched.description.get(status_key)}")
     return 0
 
@@ -173,13 +145,9 @@ def _run_local(spec, args: argparse.Namespace) -> int:
     from sm_toolkit.local.process import dumps, run_job
 
     echo = None if args.quiet else (lambda line: print(line, flush=True))
-    kwargs = dict(
-        job_name=args.job_name or spec.name,
-        workdir=args.workdir,
-        hyperparameters=_overrides(args.set),
-        on_line=echo,
-        interrupt_after=args.interrupt_after,
-    )
+    kwargs = dict(job_name=args.job_name or spec.name, workdir=args.workdir,
+                  hyperparameters=_overrides(args.set), on_line=echo,
+                  interrupt_after=args.interrupt_after)
     if args.backend == "docker":
         from sm_toolkit.local.docker_job import run_job_docker_spec
 
@@ -201,11 +169,8 @@ def _tune(spec, args: argparse.Namespace) -> int:
         try:
             tuning = TuningSpec.model_validate(data)
         except ValueError:
-            raise ConfigError(
-                "--job-name",
-                args.job_name,
-                "at most 32 letters, digits and hyphens (a tuning job name)",
-            ) from None
+            raise ConfigError("--job-name", args.job_name, "at most 32 letters, digits and "
+                              "hyphens (a tuning job name)") from None
         spec = spec.model_copy(update={"tuning": tuning})
     if not args.local:
         return _launch(spec, args.job_name, wait=False)
