@@ -151,7 +151,7 @@ def _job(name: str, parser: Parser, build: Builder, argv, environ, holder: dict)
     trainer = Trainer(
         config, built.task, dist=dist, device=device, checkpoint_dir=env.checkpoint_dir,
         tensorboard_dir=env.tensorboard_dir, watch_activations=bool(ACTIVATION_RULES & set(rules)),
-        parallel=dims, stop=stop,
+        parallel=dims, model_config=json.loads(json.dumps(built.model_config)), stop=stop,
     )  # fmt: skip
     if dist.is_main:
         n_params = sum(p.numel() for p in trainer.model.parameters())

@@ -125,6 +125,8 @@ class Parallelized:
         self.dims = dims
         self.ep_group = ep_group
         self.replica_group = replica_group
+        self.device_type = "cpu"
+        self._mesh = None
         self.expert_params = [p for p in model.parameters() if getattr(p, "is_expert", False)]
 
     def reduce_expert_grads(self) -> None:
@@ -167,6 +169,12 @@ def apply_parallelism(model: nn.Module, dims: ParallelDims, device: torch.device
     """Shard `model` (built identically, same seed, on every rank) in place; see the module."""
     if not dims.enabled:
         return Parallelized(model, dims)
+    out = _apply(model, dims, device)
+    out.device_type = device.type
+    return out
+
+
+def _apply(model: nn.Module, dims: ParallelDims, device: torch.device) -> Parallelized:
     rank = dist.get_rank()
     ep_group = replica_group = None
     if dims.ep > 1:
@@ -255,3 +263,75 @@ def full_state_dict(parallel: Parallelized) -> dict[str, torch.Tensor]:
             name = name.replace(".experts.local.", ".experts.")
         out[name.removeprefix("module.")] = value.detach().cpu()
     return out
+
+
+# ------------------------------------------------------------------ sharded checkpoints
+def _expert_mesh(parallel: Parallelized):
+    """(replica, ep) mesh: row = one EP group (consecutive ranks), column = its replicas."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    if getattr(parallel, "_mesh", None) is None:
+        dims = parallel.dims
+        parallel._mesh = init_device_mesh(
+            parallel.device_type, (dims.world_size // dims.ep, dims.ep),
+            mesh_dim_names=("ep_replica", "ep"),
+        )  # fmt: skip
+    return parallel._mesh
+
+
+def _plain_name(fqn: str) -> str:
+    return fqn.removeprefix("module.").replace(".experts.local.", ".experts.")
+
+
+def checkpoint_shards(parallel: Parallelized, optimizer) -> tuple[dict, list[dict]]:
+    """Model and optimizer state as one flat dict of tensors for DCP, keyed by the
+    plain model's names, and the optimizer's param_groups (plain data, saved apart).
+
+    FSDP2 parameters are DTensors already; an expert shard (a plain tensor holding this
+    rank's slice) is wrapped as a DTensor Shard(0) over its EP group and Replicate over
+    its replicas, so DCP stores the global [E, ...] tensor once and can reshard it.
+    """
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+    from torch.distributed.tensor import DTensor, Replicate, Shard
+
+    msd, osd = get_state_dict(parallel.model, optimizer)
+    expert = {n for n, p in parallel.model.named_parameters() if getattr(p, "is_expert", False)}
+    wrap_experts = parallel.dims.ep > 1
+
+    def glob(fqn: str, t: torch.Tensor) -> torch.Tensor:
+        if wrap_experts and fqn in expert and not isinstance(t, DTensor) and t.dim() > 0:
+            return DTensor.from_local(t, _expert_mesh(parallel), [Replicate(), Shard(0)])
+        return t
+
+    flat = {f"model.{_plain_name(k)}": glob(k, v) for k, v in msd.items()}
+    for fqn, stats in osd["state"].items():
+        for stat, value in stats.items():
+            flat[f"optim.{_plain_name(fqn)}.{stat}"] = glob(fqn, value)
+    groups = [{**g, "params": [_plain_name(f) for f in g["params"]]} for g in osd["param_groups"]]
+    return flat, groups
+
+
+def restore_shards(parallel: Parallelized, optimizer, flat: dict, groups: list[dict]) -> None:
+    """Inverse of `checkpoint_shards` after DCP filled `flat` in place."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+    from torch.distributed.tensor import DTensor
+
+    msd, osd = get_state_dict(parallel.model, optimizer)
+    expert = {n for n, p in parallel.model.named_parameters() if getattr(p, "is_expert", False)}
+
+    def local(fqn: str, t: torch.Tensor) -> torch.Tensor:
+        if parallel.dims.ep > 1 and fqn in expert and isinstance(t, DTensor):
+            return t.to_local()
+        return t
+
+    model = {k: local(k, flat[f"model.{_plain_name(k)}"]) for k in msd}
+    state = {
+        fqn: {s: local(fqn, flat[f"optim.{_plain_name(fqn)}.{s}"]) for s in stats}
+        for fqn, stats in osd["state"].items()
+    }
+    names = {_plain_name(f): f for g in osd["param_groups"] for f in g["params"]}
+    param_groups = [{**g, "params": [names[f] for f in g["params"]]} for g in groups]
+    set_state_dict(
+        parallel.model, optimizer, model_state_dict=model,
+        optim_state_dict={"state": state, "param_groups": param_groups},
+    )  # fmt: skip

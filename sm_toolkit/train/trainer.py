@@ -28,7 +28,13 @@ from torch import nn
 
 from sm_toolkit.errors import ConfigError
 from sm_toolkit.runtime.distributed import DistInfo, reduce_mean_on
-from sm_toolkit.train.checkpoint import CheckpointManager, rng_state, set_rng_state
+from sm_toolkit.train.checkpoint import (
+    CheckpointManager,
+    check_model_config,
+    rng_state,
+    set_rng_state,
+)
+from sm_toolkit.train.checkpoint_dcp import ShardedCheckpoints
 from sm_toolkit.train.config import TrainConfig
 from sm_toolkit.train.metrics import metrics_line, prefixed
 from sm_toolkit.train.monitor import ActivationStats, GradientFlow
@@ -36,8 +42,10 @@ from sm_toolkit.train.optim import build_optimizer, build_scheduler, param_group
 from sm_toolkit.train.parallel import (
     ParallelDims,
     apply_parallelism,
+    checkpoint_shards,
     clip_grad_norm,
     full_state_dict,
+    restore_shards,
 )
 from sm_toolkit.train.task import Task
 
@@ -81,6 +89,7 @@ class Trainer:
         tensorboard_dir: Path | None = None,
         watch_activations: bool = False,
         parallel: ParallelDims | None = None,
+        model_config: dict[str, Any] | None = None,
         stop: Callable[[], bool] = lambda: False,
         emit: Callable[[str], None] = print,
     ) -> None:
@@ -91,6 +100,7 @@ class Trainer:
         self.stop = stop
         self.emit = emit if self.dist.is_main else (lambda _line: None)
         self.dims = parallel or ParallelDims(world_size=self.dist.world_size)
+        self.model_config = model_config or {}  # recorded in checkpoints, checked on resume
         self.model: nn.Module = task.model.to(self.device)
         sharded = self.dims.enabled and not self.dims.use_ddp
         # Rank 0 keeps an unsharded copy for the final evaluation and model.pt.
@@ -104,7 +114,10 @@ class Trainer:
             raise ConfigError("batch_size", config.batch_size, "smaller than the training set")
         self.total_steps = config.epochs * self.steps_per_epoch
         self.scheduler = build_scheduler(config, self.optimizer, self.total_steps)
-        self.checkpoints = CheckpointManager(checkpoint_dir) if checkpoint_dir else None
+        self.checkpoints: CheckpointManager | ShardedCheckpoints | None = None
+        if checkpoint_dir:
+            kind = ShardedCheckpoints if self.sharded else CheckpointManager
+            self.checkpoints = kind(checkpoint_dir)
         self.grads = GradientFlow(self.model)
         self.acts = ActivationStats(self.model) if watch_activations else None
         self.state = TrainState()
@@ -136,11 +149,14 @@ class Trainer:
         return self._plain
 
     # ----------------------------------------------------------------- checkpoints
-    def checkpoint_state(self) -> dict[str, Any]:
+    def checkpoint_state(self, *, weights: bool = True) -> dict[str, Any]:
+        """Everything a resume needs; `weights=False` leaves out model and optimizer (a
+        sharded checkpoint stores them through DCP)."""
         s = self.state
+        model = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
         return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            **(model if weights else {}),
+            "model_config": dict(self.model_config),
             "scheduler": self.scheduler.state_dict(),
             "rng": rng_state(),
             "step": s.step,
@@ -162,9 +178,28 @@ class Trainer:
         if self.checkpoints is None:
             return None
         rng_per_rank = self._gather_rng()
+        if self.sharded:
+            return self._save_sharded(rng_per_rank)
         if not self.dist.is_main:
             return None
         return self.checkpoints.save({**self.checkpoint_state(), "rng_per_rank": rng_per_rank})
+
+    def _save_sharded(self, rng_per_rank: list) -> Path:
+        flat, groups = checkpoint_shards(self.parallel, self.optimizer)
+        state = None
+        if self.dist.is_main:
+            state = {
+                **self.checkpoint_state(weights=False),
+                "rng_per_rank": rng_per_rank, "optimizer_groups": groups,
+            }  # fmt: skip
+        meta = {
+            "step": self.state.step, "model_config": self.model_config,
+            "train_config": self.config.to_dict(), "world_size": self.dist.world_size,
+            "parallelism": self.dims.describe(),
+        }  # fmt: skip
+        return self.checkpoints.save(
+            self.state.step, flat, state, meta, local_main=self.dist.local_rank == 0
+        )
 
     def _gather_rng(self) -> list:
         """Each rank's RNG states, so dropout on every rank resumes where it stopped."""
@@ -178,12 +213,16 @@ class Trainer:
 
     def try_resume(self) -> Path | None:
         """Load the latest valid checkpoint, if any. Returns its path."""
-        found = self.checkpoints.load_latest() if self.checkpoints else None
+        if self.checkpoints is None:
+            return None
+        found = self._load_sharded() if self.sharded else self.checkpoints.load_latest()
         if found is None:
             return None
         path, ck = found
-        self.model.load_state_dict(ck["model"])
-        self.optimizer.load_state_dict(ck["optimizer"])
+        if not self.sharded:
+            check_model_config(ck.get("model_config"), self.model_config, path)
+            self.model.load_state_dict(ck["model"])
+            self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
         per_rank = ck.get("rng_per_rank") or []
         same_world = len(per_rank) == self.dist.world_size
@@ -203,6 +242,18 @@ class Trainer:
             f"epoch {self.state.epoch + 1}, batch {self.state.position}/{self.steps_per_epoch}"
         )
         return path
+
+    def _load_sharded(self) -> tuple[Path, dict[str, Any]] | None:
+        path = self.checkpoints.latest()
+        if path is None:
+            return None
+        check_model_config(
+            self.checkpoints.read_meta(path)["model_config"], self.model_config, path
+        )
+        flat, _ = checkpoint_shards(self.parallel, self.optimizer)  # this run's sharding
+        ck = self.checkpoints.load(path, flat)
+        restore_shards(self.parallel, self.optimizer, flat, ck["optimizer_groups"])
+        return path, ck
 
     # ----------------------------------------------------------------- one step
     def _step(self, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
