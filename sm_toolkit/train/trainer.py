@@ -14,6 +14,7 @@ like an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import sys
@@ -261,7 +262,8 @@ class Trainer:
         sample = s.step % cfg.log_every == 0
         if sample and self.acts is not None:
             self.acts.sample(s.step)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16), \
+                self._offload():  # fmt: skip
             loss, extras = self.task.loss(self.train_model, batch)
         if self.acts is not None:
             self.acts.stop()
@@ -284,6 +286,13 @@ class Trainer:
             print(f"[train] WARNING: non-finite loss/gradient at step {s.step}; update skipped")
         self.scheduler.step()
         return value, extras
+
+    def _offload(self):
+        """Activation offloading (SMP v2's sm_activation_offloading): tensors saved for
+        backward wait in (pinned) CPU memory instead of device memory; torch's own hooks."""
+        if not self.config.sm_activation_offloading:
+            return contextlib.nullcontext()
+        return torch.autograd.graph.save_on_cpu(pin_memory=self.device.type == "cuda")
 
     def _flush(self) -> None:
         """Reduce the losses and extras of the steps since the last flush and add them to
