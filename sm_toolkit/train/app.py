@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sm_toolkit.errors import ConfigError
 from sm_toolkit.runtime import distributed
 from sm_toolkit.runtime.env import RuntimeEnv, read_env
 from sm_toolkit.runtime.failure import run_main
@@ -124,13 +125,20 @@ def parallel_dims(ns: Any, dist: distributed.DistInfo, built: Built) -> Parallel
     """The job's parallelism degrees from its hyperparameters, checked against the model."""
     config = built.model_config
     moe = built.family == "moe" and config.get("moe_every", 0) > 0
-    return ParallelDims(
+    dims = ParallelDims(
         world_size=dist.world_size,
         hybrid_shard_degree=ns.hybrid_shard_degree,
         expert_parallel_degree=ns.expert_parallel_degree,
         tensor_parallel_degree=ns.tensor_parallel_degree,
         n_experts=config.get("n_experts", 0) if moe else 0,
     )
+    for name in ("l1", "l2"):  # a penalty over shards would be scaled wrongly: refuse it
+        if dims.enabled and not dims.use_ddp and getattr(ns, name, 0):
+            raise ConfigError(
+                name, getattr(ns, name),
+                "0 under FSDP2 / expert parallelism (weight_decay works per shard)",
+            )  # fmt: skip
+    return dims
 
 
 def _job(name: str, parser: Parser, build: Builder, argv, environ, holder: dict) -> None:

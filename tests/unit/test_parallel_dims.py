@@ -81,3 +81,23 @@ def test_parameter_groups_of_a_plain_net_and_the_decay_they_get():
         torch.testing.assert_close(p, after[id(p)] * 0.5)  # w * (1 - lr * weight_decay)
     for p in groups["no_decay"]["params"]:
         torch.testing.assert_close(p, after[id(p)])
+
+
+def test_job_dims_come_from_the_hyperparameters_and_refuse_penalties_when_sharded():
+    import argparse
+
+    from sm_toolkit.runtime.distributed import DistInfo
+    from sm_toolkit.train.app import parallel_dims
+    from sm_toolkit.train.families import Built
+
+    built = Built(task=None, family="moe", model_config={"moe_every": 1, "n_experts": 4})
+    base = dict(hybrid_shard_degree=0, expert_parallel_degree=2, tensor_parallel_degree=1)
+    dist = DistInfo(rank=0, world_size=4)
+    dims = parallel_dims(argparse.Namespace(**base, l1=0.0, l2=0.0), dist, built)
+    assert (dims.ep, dims.n_experts, dims.dp_shard) == (2, 4, 4)
+    with pytest.raises(ConfigError) as err:
+        parallel_dims(argparse.Namespace(**base, l1=0.0, l2=0.01), dist, built)
+    assert err.value.field == "l2"
+    dense = Built(task=None, family="moe", model_config={"moe_every": 0, "n_experts": 4})
+    with pytest.raises(ConfigError, match="without experts"):
+        parallel_dims(argparse.Namespace(**base, l1=0.0, l2=0.0), dist, dense)
