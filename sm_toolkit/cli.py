@@ -25,16 +25,19 @@ def _parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("validate", help="check a spec and print what the SDK will change")
     v.add_argument("spec")
+    _sdk_option(v)
 
     r = sub.add_parser("render", help="print the exact CreateTrainingJob / "
                        "CreateHyperParameterTuningJob request (offline)")
     r.add_argument("spec")
     r.add_argument("--job-name")
+    _sdk_option(r)
 
     la = sub.add_parser("launch", help="submit the job (or tuning job) to SageMaker")
     la.add_argument("spec")
     la.add_argument("--job-name")
     la.add_argument("--wait", action="store_true")
+    _sdk_option(la)
 
     ru = sub.add_parser("run", help="run the job: --local on this machine, else on SageMaker")
     ru.add_argument("spec")
@@ -45,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     ru.add_argument("--image", default="sm-toolkit:latest",
                     help="training image of the docker backend (built by `make build`)")
     ru.add_argument("--job-name")
+    _sdk_option(ru)
     ru.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     ru.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a hyperparameter for this run")
@@ -57,16 +61,23 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("spec")
     t.add_argument("--local", action="store_true")
     t.add_argument("--job-name")
+    _sdk_option(t)
     t.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
 
     sub.add_parser("demo", help="train the CNN locally against an embedded S3 (no AWS)")
     return p
 
 
+def _sdk_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sdk", choices=["v2", "v3"],
+                   help="SageMaker SDK generation (default: the one installed)")
+
+
 def main(argv: list[str] | None = None) -> int:
     # The v2 SDK is pinned on purpose; its deprecation banner and config chatter are noise.
     os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
     logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
+    logging.getLogger("sagemaker").setLevel(logging.WARNING)  # v3 logs each step at INFO
     args = _parser().parse_args(argv)
     try:
         return _dispatch(args)
@@ -105,26 +116,43 @@ def _dispatch(args: argparse.Namespace) -> int:
     spec = _load(args.spec)
     if args.command == "validate":
         kind = "tuning job" if spec.tuning else "training job"
-        print(f"{args.spec}: OK ({kind} {spec.tuning.job_name if spec.tuning else spec.name})")
+        sdk = _check_generation(spec, args.sdk)
+        print(f"{args.spec}: OK ({kind} {spec.tuning.job_name if spec.tuning else spec.name}"
+              f"{', SDK ' + sdk if sdk else ''})")
         return 0
     if args.command == "render":
         from sm_toolkit.aws.render import render
 
-        rendered = render(spec, job_name=args.job_name)
+        rendered = render(spec, job_name=args.job_name, sdk=args.sdk)
         print(json.dumps({"Operation": rendered.operation, "Request": rendered.request,
                           "Uploads": rendered.uploads}, indent=2, sort_keys=True))
         return 0
     if args.command == "launch" or (args.command == "run" and not args.local):
-        return _launch(spec, args.job_name, wait=args.command == "run" or args.wait)
+        return _launch(spec, args.job_name, wait=args.command == "run" or args.wait, sdk=args.sdk)
+    if args.sdk:  # run/tune --local render through the generation installed: say so if not
+        from sm_toolkit.aws import generation
+
+        generation.resolve(args.sdk)
     if args.command == "run":
         return _run_local(spec, args)
     return _tune(spec, args)
 
 
-def _launch(spec, job_name: str | None, *, wait: bool) -> int:
+def _check_generation(spec, sdk: str | None) -> str | None:
+    """The generation a spec is checked against (``--sdk``, else the one installed, else
+    none): v3 refuses what it cannot express, in one line."""
+    from sm_toolkit.aws import generation, mapping
+
+    sdk = sdk or generation.installed()
+    if sdk == "v3":
+        mapping.check_v3(spec)
+    return sdk
+
+
+def _launch(spec, job_name: str | None, *, wait: bool, sdk: str | None = None) -> int:
     from sm_toolkit.aws.launch import launch
 
-    launched = launch(spec, job_name=job_name, wait=wait)
+    launched = launch(spec, job_name=job_name, wait=wait, sdk=sdk)
     status_key = "TrainingJobStatus" if launched.kind == "training" else \
         "HyperParameterTuningJobStatus"
     print(f"{launched.kind} job {launched.name}: {launched.description.get(status_key)}")
@@ -173,7 +201,7 @@ def _tune(spec, args: argparse.Namespace) -> int:
                               "hyphens (a tuning job name)") from None
         spec = spec.model_copy(update={"tuning": tuning})
     if not args.local:
-        return _launch(spec, args.job_name, wait=False)
+        return _launch(spec, args.job_name, wait=False, sdk=args.sdk)
     from sm_toolkit.local.tuning import run_local_tuning
 
     result = run_local_tuning(spec, workdir=args.workdir)

@@ -15,7 +15,7 @@ from typing import Any
 
 import boto3
 
-from sm_toolkit.aws import sdk_v2
+from sm_toolkit.aws import generation
 from sm_toolkit.aws.render import render, staged_inputs
 from sm_toolkit.spec import JobSpec
 
@@ -29,41 +29,40 @@ class Launched:
     description: dict[str, Any]
 
 
-def launch(spec: JobSpec, *, job_name: str | None = None, wait: bool = False) -> Launched:
-    """Check the request offline, upload local inputs, then create the job."""
+def launch(
+    spec: JobSpec, *, job_name: str | None = None, wait: bool = False, sdk: str | None = None
+) -> Launched:
+    """Check the request offline, upload local inputs, then create the job through the SDK
+    generation ``sdk`` (default: the one installed). Under v3 the training job is named
+    ``<name>-<timestamp>`` by the SDK; ``Launched.name`` is that name."""
+    sdk = generation.resolve(sdk)
     name = job_name or (spec.tuning.job_name if spec.tuning else spec.name)
-    render(spec, job_name=name)  # the same request, validated before anything is sent
+    render(spec, job_name=name, sdk=sdk)  # the same request, validated before anything is sent
     custom_endpoint = any(os.environ.get(v) for v in ENDPOINT_VARS)
-    session = sdk_v2.make_session(
-        boto3.Session(region_name=spec.region),
-        bucket=spec.bucket,
-        sagemaker_config=sdk_v2.user_sdk_config(custom_endpoint),
+    boto_session = boto3.Session(region_name=spec.region)
+    inputs = _upload_local_inputs(spec, name, boto_session)
+    if sdk == "v3":
+        from sm_toolkit.aws import sdk_v3 as sdk_module
+    else:
+        from sm_toolkit.aws import sdk_v2 as sdk_module
+    kind, created, desc = sdk_module.launch_job(
+        spec, boto_session, inputs, name, wait=wait, opt_out_telemetry=custom_endpoint
     )
-    inputs = _upload_local_inputs(spec, name, session)
-    estimator = sdk_v2.build_estimator(spec, session)
-    client = session.sagemaker_client
-    if spec.tuning is None:
-        estimator.fit(
-            inputs=sdk_v2.training_inputs(inputs),
-            job_name=name,
-            wait=wait,
-            logs="All" if wait else "None",
-        )
-        return Launched("training", name, client.describe_training_job(TrainingJobName=name))
-    tuner = sdk_v2.build_tuner(spec, estimator)
-    tuner.fit(inputs=sdk_v2.training_inputs(inputs), job_name=name, wait=False)
-    if wait:
-        tuner.wait()
-    desc = client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
-    return Launched("tuning", name, desc)
+    return Launched(kind, created, desc)
 
 
-def _upload_local_inputs(spec: JobSpec, job_name: str, session) -> dict[str, str]:
+def _upload_local_inputs(spec: JobSpec, job_name: str, boto_session) -> dict[str, str]:
+    """Upload each local input where ``staged_inputs`` says (a folder's files keep their
+    relative paths, a file its name); channel -> S3 URI."""
     targets = staged_inputs(spec, job_name)
+    s3 = boto_session.client("s3")
     for channel, uri in spec.inputs.items():
         if uri.startswith("s3://"):
             continue
         bucket, _, prefix = targets[channel][len("s3://") :].partition("/")
         path = Path(uri)
-        session.upload_data(str(path), bucket=bucket, key_prefix=prefix)
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            key = f"{prefix}/{f.relative_to(path) if path.is_dir() else f.name}"
+            s3.upload_file(str(f), bucket, key)
     return targets

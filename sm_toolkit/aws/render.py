@@ -1,8 +1,10 @@
 """Render the exact CreateTrainingJob / CreateHyperParameterTuningJob request, offline.
 
-The request comes from the SDK's own request building: the estimator (or tuner) runs its
-normal ``fit`` against a session whose create call is intercepted (the hook the SDK's
-PipelineSession uses) and whose S3 uploads are answered locally. Nothing leaves the
+The request comes from the SDK's own request building: under SDK v2 the estimator (or
+tuner) runs its normal ``fit`` against a session whose create call is intercepted (the
+hook the SDK's PipelineSession uses); under v3 the ModelTrainer (or tuner) runs its normal
+``train`` (``tune``) and the create call is stopped at botocore (``sdk_v3``). S3 uploads
+are answered locally. Nothing leaves the
 machine: no credentials, account or network are needed. The captured request is then
 validated against botocore's service model, as boto3 would before sending it.
 """
@@ -15,9 +17,8 @@ from typing import Any
 import boto3
 from botocore.awsrequest import AWSResponse
 from botocore.validate import ParamValidator
-from sagemaker.session import Session
 
-from sm_toolkit.aws import sdk_v2
+from sm_toolkit.aws import generation
 from sm_toolkit.errors import ToolkitError
 from sm_toolkit.spec import JobSpec
 
@@ -31,16 +32,6 @@ class Rendered:
     uploads: list[str] = field(default_factory=list)  # S3 URIs the launch would upload
 
 
-class _CaptureSession(Session):
-    """A Session whose create-job calls are recorded instead of sent."""
-
-    captured: list[tuple[str, dict[str, Any]]]
-
-    def _intercept_create_request(self, request, create, func_name=None):  # noqa: D401
-        self.captured.append((func_name, request))
-        return None
-
-
 def offline_boto_session(region: str, uploads: list[str]) -> boto3.Session:
     """A boto3 session that answers S3 calls locally and refuses every other call."""
     session = boto3.Session(
@@ -52,9 +43,14 @@ def offline_boto_session(region: str, uploads: list[str]) -> boto3.Session:
             uploads.append(f"s3://{params['Bucket']}/{params['Key']}")
 
     def answer(model, **_):
+        if model.service_model.service_name == "iam":  # SDK v3 checks the role: unknown offline
+            denied = {"Error": {"Code": "AccessDenied", "Message": "render is offline"}}
+            return AWSResponse("https://offline.invalid", 403, {}, None), denied
         if model.service_model.service_name != "s3":
             raise ToolkitError(f"render made an unexpected {model.name} call; it must stay offline")
         ok = {"ResponseMetadata": {"HTTPStatusCode": 200}, "ETag": '"offline"'}
+        if model.name == "ListBuckets":  # SDK v3 looks for the bucket, then heads it
+            ok["Buckets"] = []
         return AWSResponse("https://offline.invalid", 200, {}, None), ok
 
     session.events.register("before-parameter-build.s3.*", record)
@@ -62,14 +58,21 @@ def offline_boto_session(region: str, uploads: list[str]) -> boto3.Session:
     return session
 
 
-def render(spec: JobSpec, *, job_name: str | None = None) -> Rendered:
-    """The request a launch of this spec sends, validated against botocore's model."""
+def render(spec: JobSpec, *, job_name: str | None = None, sdk: str | None = None) -> Rendered:
+    """The request a launch of this spec sends, validated against botocore's model.
+    ``sdk``: ``v2`` or ``v3`` (default: the generation installed)."""
     uploads: list[str] = []
+    if generation.resolve(sdk) == "v3":
+        from sm_toolkit.aws import sdk_v3
+
+        return sdk_v3.render(spec, offline_boto_session(spec.region, uploads), uploads, job_name)
+    from sm_toolkit.aws import sdk_v2
+
     session = sdk_v2.make_session(
         offline_boto_session(spec.region, uploads),
         bucket=spec.bucket,
         sagemaker_config=sdk_v2.TELEMETRY_OPT_OUT,
-        session_class=_CaptureSession,
+        session_class=sdk_v2.CaptureSession,
     )
     session.captured = []
     estimator = sdk_v2.build_estimator(spec, session)
@@ -99,7 +102,7 @@ def staged_inputs(spec: JobSpec, job_name: str) -> dict[str, str]:
     }
 
 
-def validate(session: Session, operation: str, request: dict[str, Any]) -> None:
+def validate(session: Any, operation: str, request: dict[str, Any]) -> None:
     """Raise ToolkitError if botocore's service model rejects the request."""
     model = session.sagemaker_client.meta.service_model.operation_model(operation)
     report = ParamValidator().validate(request, model.input_shape)
