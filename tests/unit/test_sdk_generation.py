@@ -59,3 +59,19 @@ def test_no_sdk_installed_is_one_line():
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("sm-toolkit: error: no SageMaker Python SDK is installed; pip ")
     assert "sm-toolkit[sdk-v2]" in lines[0] and "sm-toolkit[sdk-v3]" in lines[0]
+
+
+def _validate(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "sm_toolkit.cli", "validate", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def test_validate_checks_a_spec_for_either_generation_without_it_installed():
+    smddp = str(ROOT / "examples" / "moe-smddp.yaml")
+    v2 = _validate(smddp, "--sdk", "v2")
+    assert v2.returncode == 0, v2.stderr
+    assert v2.stdout.strip().endswith("(training job moe-lm-smddp, SDK v2)")
+    v3 = _validate(smddp, "--sdk", "v3")
+    assert v3.returncode == 2
+    last = v3.stderr.strip().splitlines()[-1]
+    assert last.startswith("sm-toolkit: error: distribution.type: 'smddp' is not allowed; SDK v3")

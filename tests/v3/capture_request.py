@@ -128,6 +128,8 @@ def _install_capture(boto_session) -> None:
 
 def capture(args: argparse.Namespace) -> dict[str, Any]:
     """Build the ModelTrainer for the arguments and return its CreateTrainingJob request."""
+    hyperparameters = _pairs(args.hyperparameter, "--hyperparameter")  # before the slow imports
+    channels = _pairs(args.input, "--input")
     _point_at(args.endpoint)
     import boto3
     from sagemaker.core.helper.session_helper import Session
@@ -158,13 +160,10 @@ def capture(args: argparse.Namespace) -> dict[str, Any]:
         ),
         compute=Compute(instance_type=args.instance_type, instance_count=args.instance_count),
         distributed=distributed,
-        hyperparameters=_pairs(args.hyperparameter, "--hyperparameter"),
+        hyperparameters=hyperparameters,
         output_data_config=OutputDataConfig(s3_output_path=f"s3://{args.bucket}/output"),
     )
-    inputs = [
-        InputData(channel_name=name, data_source=uri)
-        for name, uri in _pairs(args.input, "--input").items()
-    ]
+    inputs = [InputData(channel_name=name, data_source=uri) for name, uri in channels.items()]
     try:
         trainer.train(input_data_config=inputs or None, wait=False, logs=False)
     except Captured as done:
