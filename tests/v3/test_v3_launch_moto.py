@@ -141,3 +141,12 @@ def test_cli_launch_as_typed_reports_the_v3_job_name():
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
     assert done.returncode == 0, done.stderr
     assert re.fullmatch(r"training job cnn-digits-local-\d{14}: Completed", done.stdout.strip())
+
+
+def test_launch_wait_returns_once_moto_reports_completed():
+    spec = load_spec(ROOT / "examples" / "cnn-local.yaml")
+    launched = launch(spec, job_name="cnn-wait-v3", wait=True, sdk="v3")
+    assert launched.description["TrainingJobStatus"] == "Completed"
+    tuning = load_spec(ROOT / "examples" / "tune-rnn-grid.yaml")
+    done = launch(tuning, job_name="grid-wait-v3", wait=True, sdk="v3")
+    assert done.description["HyperParameterTuningJobStatus"] == "Completed"
