@@ -38,7 +38,10 @@ test-v3: $(STAMP_V3)
 
 install: $(STAMP)
 
+# The demo runs with SDK v2 (.venv); it says so, since .venv-v3 may sit beside it.
 demo: $(STAMP)
+	@$(VENV)/bin/python -c "from importlib.metadata import version as v; \
+		print('make demo: SageMaker SDK', v('sagemaker'), 'from $(VENV)')"
 	$(VENV)/bin/sm-toolkit demo
 
 test: $(STAMP)
