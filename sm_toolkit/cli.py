@@ -77,7 +77,6 @@ def main(argv: list[str] | None = None) -> int:
     # The v2 SDK is pinned on purpose; its deprecation banner and config chatter are noise.
     os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
     logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
-    logging.getLogger("sagemaker").setLevel(logging.WARNING)  # v3 logs each step at INFO
     args = _parser().parse_args(argv)
     try:
         return _dispatch(args)

@@ -4,8 +4,8 @@ The request comes from the SDK's own request building: under SDK v2 the estimato
 tuner) runs its normal ``fit`` against a session whose create call is intercepted (the
 hook the SDK's PipelineSession uses); under v3 the ModelTrainer (or tuner) runs its normal
 ``train`` (``tune``) and the create call is stopped at botocore (``sdk_v3``). S3 uploads
-are answered locally. Nothing leaves the
-machine: no credentials, account or network are needed. The captured request is then
+are answered locally. Nothing leaves the machine: no credentials, account or network are
+needed. The captured request is then
 validated against botocore's service model, as boto3 would before sending it.
 """
 
@@ -33,7 +33,8 @@ class Rendered:
 
 
 def offline_boto_session(region: str, uploads: list[str]) -> boto3.Session:
-    """A boto3 session that answers S3 calls locally and refuses every other call."""
+    """A boto3 session that answers S3 calls locally, IAM with AccessDenied (SDK v3 then
+    proceeds without verifying the role) and refuses every other call."""
     session = boto3.Session(
         aws_access_key_id="offline", aws_secret_access_key="offline", region_name=region
     )
