@@ -64,8 +64,7 @@ _PARAMETERS = {
     "ContinuousParameter": ContinuousParameter,
     "IntegerParameter": IntegerParameter,
 }
-# v3 logs every step at INFO and warns when it cannot verify a role offline; render and
-# launch report what matters themselves.
+# v3 warns when it cannot verify the role, which render (offline) never can.
 _QUIET = ("sagemaker", "sagemaker.core.helper.iam_role_resolver")
 
 
@@ -331,10 +330,9 @@ def launch_job(
     config = user_sdk_config(opt_out_telemetry)
     session = make_session(boto_session, bucket=spec.bucket, sagemaker_config=config)
     sent = _record_create_calls(boto_session)
-    with _quiet_sdk():
-        tuner = _start(spec, session, inputs, job_name, wait=wait)
-        if tuner is not None and wait:
-            tuner.wait()
+    tuner = _start(spec, session, inputs, job_name, wait=wait)  # v3's own logs and warnings
+    if tuner is not None and wait:
+        tuner.wait()
     operation, request = sent[-1]
     client = boto_session.client("sagemaker")
     if operation == "CreateTrainingJob":
