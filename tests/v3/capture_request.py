@@ -4,7 +4,7 @@ Run with the v3 virtualenv's python (``make venv-v3``), against a moto server::
 
     .venv-v3/bin/python tests/v3/capture_request.py --endpoint http://127.0.0.1:PORT \
         --bucket my-bucket --source-dir DIR --entry-script train.py --instance-count 2 \
-        [--torchrun [--process-count-per-node N]] [--hyperparameter KEY=VALUE ...] \
+        [--torchrun | --mpi] [--process-count-per-node N] [--hyperparameter KEY=VALUE ...] \
         [--input CHANNEL=s3://bucket/prefix ...] --out request.json
 
 It builds a real ``sagemaker.train.ModelTrainer``, lets v3 upload its ``code`` and
@@ -60,8 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--entry-script", required=True)
     p.add_argument("--instance-count", type=int, default=1)
     p.add_argument("--instance-type", default="ml.c5.xlarge")
-    p.add_argument("--torchrun", action="store_true", help="distributed=Torchrun()")
-    p.add_argument("--process-count-per-node", type=int, help="Torchrun's processes per host")
+    launcher = p.add_mutually_exclusive_group()
+    launcher.add_argument("--torchrun", action="store_true", help="distributed=Torchrun()")
+    launcher.add_argument("--mpi", action="store_true", help="distributed=MPI()")
+    p.add_argument("--process-count-per-node", type=int, help="processes per host")
     p.add_argument("--hyperparameter", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--input", action="append", default=[], metavar="CHANNEL=S3URI")
     p.add_argument("--job-name", default="v3-capture", help="ModelTrainer base_job_name")
@@ -135,7 +137,7 @@ def capture(args: argparse.Namespace) -> dict[str, Any]:
     from sagemaker.core.helper.session_helper import Session
     from sagemaker.train import ModelTrainer
     from sagemaker.train.configs import Compute, InputData, OutputDataConfig, SourceCode
-    from sagemaker.train.distributed import Torchrun
+    from sagemaker.train.distributed import MPI, Torchrun
 
     boto_session = boto3.Session(region_name=args.region)
     _prepare_moto(boto_session, args.bucket, args.role, args.region)
@@ -150,6 +152,8 @@ def capture(args: argparse.Namespace) -> dict[str, Any]:
     distributed = None
     if args.torchrun:
         distributed = Torchrun(process_count_per_node=args.process_count_per_node)
+    elif args.mpi:
+        distributed = MPI(process_count_per_node=args.process_count_per_node)
     trainer = ModelTrainer(
         sagemaker_session=session,
         role=args.role,

@@ -67,6 +67,8 @@ def test_torchrun_request_has_v3_entrypoint_and_channels_uploaded_to_moto(moto_e
     drivers = channels["sm_drivers"][len("s3://v3-capture/") :]
     body = s3.get_object(Bucket="v3-capture", Key=f"{drivers}/distributed.json")["Body"]
     assert json.loads(body.read())["process_count_per_node"] == 3
+    script = s3.get_object(Bucket="v3-capture", Key=f"{drivers}/sm_train.sh")["Body"].read()
+    assert b"torchrun_driver.py" in script
     code = channels["code"][len("s3://v3-capture/") :]
     assert s3.head_object(Bucket="v3-capture", Key=f"{code}/train.py")["ContentLength"] > 0
     # stopped before sending: moto holds no such job
@@ -86,6 +88,22 @@ def test_single_instance_without_torchrun_has_empty_distributed_json(moto_endpoi
         Bucket="v3-capture", Key=f"{key}/distributed.json"
     )["Body"]
     assert json.loads(body.read()) == {}
+
+
+def test_mpi_request_writes_the_mpi_driver_config(moto_endpoint, tmp_path):
+    out = tmp_path / "request.json"
+    done = _capture(
+        moto_endpoint, out, "--instance-count", "2", "--mpi", "--process-count-per-node", "2"
+    )
+    assert done.returncode == 0, done.stderr
+    req = json.loads(out.read_text())
+    drivers = next(c for c in req["InputDataConfig"] if c["ChannelName"] == "sm_drivers")
+    key = drivers["DataSource"]["S3DataSource"]["S3Uri"][len("s3://v3-capture/") :]
+    s3 = boto3.client("s3", region_name="us-east-1")
+    body = s3.get_object(Bucket="v3-capture", Key=f"{key}/distributed.json")["Body"]
+    assert json.loads(body.read())["process_count_per_node"] == 2
+    script = s3.get_object(Bucket="v3-capture", Key=f"{key}/sm_train.sh")["Body"].read()
+    assert b"mpi_driver.py" in script
 
 
 def test_bad_pair_is_one_line(moto_endpoint, tmp_path):
