@@ -93,6 +93,10 @@ def check_v3(spec: JobSpec) -> None:
             list(spec.rules),
             "SDK v3's ModelTrainer has no SageMaker Debugger rules: remove rules or use --sdk v2",
         )
+    if spec.tuning is not None and spec.tuning.random_seed == 0:  # v3 tests `if random_seed`
+        raise ConfigError(
+            "tuning.random_seed", 0, "SDK v3's tuner drops a seed of 0: use 1 or more, or --sdk v2"
+        )
 
 
 def estimator_kwargs(spec: JobSpec) -> dict[str, Any]:

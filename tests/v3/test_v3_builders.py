@@ -149,7 +149,17 @@ def test_grid_max_jobs_is_the_number_of_combinations():
     assert config["ResourceLimits"]["MaxNumberOfTrainingJobs"] == 6
 
 
-# Bad inputs tried: each thing v3 cannot express, through the builder itself.
+def test_a_seed_of_zero_is_refused_not_dropped(tmp_path):
+    data = yaml.safe_load((ROOT / "examples" / "tune-cnn-hyperband.yaml").read_text())
+    data["tuning"]["random_seed"] = 0
+    spec = _variant(tmp_path, "tune-cnn-hyperband", tuning=data["tuning"])
+    with pytest.raises(ConfigError) as info:
+        render(spec, sdk="v3")
+    assert info.value.field == "tuning.random_seed"
+
+
+# Bad inputs tried: each thing v3 cannot express, through the builder itself (and a seed
+# of 0 above, which v3's tuner would silently drop).
 @pytest.mark.parametrize(
     "example, field",
     [
