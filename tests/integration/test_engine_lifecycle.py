@@ -248,7 +248,7 @@ def test_cli_refuses_a_job_name_that_is_a_path(bucket, code, tmp_path, name):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2, err
     assert out == ""
-    assert len(err.strip().splitlines()) == 1 and "TrainingJobName" in err
+    assert len(err.strip().splitlines()) == 1 and "--job-name" in err
     assert (victim / "file.txt").read_text() == "precious"
 
 
