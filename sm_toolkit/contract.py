@@ -61,6 +61,18 @@ HP_TUNING_OBJECTIVE = "_tuning_objective_metric"  # added by AMT to every trial
 V3_DRIVERS_CHANNEL = "sm_drivers"
 V3_CODE_CHANNEL = "code"
 
+
+
+def is_pass_through(cmdline: list[str]) -> bool:
+    """A process that only starts the training and pipes its output (SDK v3's ``bash -c
+    sm_train.sh`` and its driver scripts): a stop signal for the job is not meant for it,
+    since if it died, the script's last lines (and its exit) would go unseen."""
+    text = " ".join(cmdline)
+    return f"/{V3_DRIVERS_CHANNEL}/" in text or (
+        bool(cmdline) and cmdline[0].endswith("bash") and "-c" in cmdline[1:2]
+    )
+
+
 # --- logs and metrics -------------------------------------------------------------------
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 METRICS_NAMESPACE = "/aws/sagemaker/TrainingJobs"

@@ -108,6 +108,30 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def group_members(group: int) -> list[int]:
+    """Pids of the processes in a process group (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[2]) == group:
+                found.append(int(entry.name))
+    return found
+
+
+def _pass_through(pid: int) -> bool:
+    from sm_toolkit.contract import is_pass_through
+
+    try:
+        cmdline = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return is_pass_through([c.decode(errors="replace") for c in cmdline if c])
+
+
 class SignalForwarder:
     """Signal handler that passes SIGTERM/SIGINT on to the training processes."""
 
@@ -119,11 +143,13 @@ class SignalForwarder:
     def __call__(self, signum: int, _frame: object) -> None:
         self.received += 1
         name = signal.Signals(signum).name
-        if not self.is_train:
-            # Any other command (SDK v3's ``bash -c sm_train.sh``): a shell in between would
-            # die of the signal and leave the script unaware, so the whole group gets it.
-            log(f"{name}: sending it to process group {self.child.pid}")
-            self._send(lambda: os.killpg(self.child.pid, signum))
+        if not self.is_train and self.received == 1:
+            # Any other command (SDK v3's ``bash -c sm_train.sh``): the shell and v3's driver
+            # only pipe the output, so the signal goes to the rest of the group (the script).
+            targets = [p for p in group_members(self.child.pid) if not _pass_through(p)]
+            log(f"{name}: forwarding to {targets or [self.child.pid]}")
+            for pid in targets or [self.child.pid]:
+                self._send(lambda pid=pid: os.kill(pid, signum))
             return
         targets = children_of(self.child.pid)
         if self.received > 1 or not targets:

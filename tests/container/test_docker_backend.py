@@ -1,7 +1,6 @@
-"""``run --local --backend docker``: a job spec through SageMaker local mode in the built image,
-with what local mode lacks (S3 channels, checkpoints, spot restarts, warm pools, metrics)
-done around it. S3 is the session's moto server on 127.0.0.1, reached from this machine only:
-the containers get file:// channels and a mounted checkpoint folder."""
+"""The docker backend of the local engine against the built image: each model family, a
+stopped job resumed from its checkpoints, a spot reclaim, a warm pool that keeps its
+containers, and the CLI as a user types it (no --quiet)."""
 
 from __future__ import annotations
 
@@ -10,16 +9,18 @@ import json
 import subprocess
 import sys
 import tarfile
+import threading
 from pathlib import Path
 
 import boto3
 import pytest
 import torch
 
-from sm_toolkit.local.docker import kill_labelled
-from sm_toolkit.local.docker_job import JOB_LABEL, run_job_docker_spec
-from sm_toolkit.spec import parse_spec
-from sm_toolkit.train.datasets import write_digits_npz
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+from local_helpers import run_spec  # noqa: E402
+
+from sm_toolkit.spec import parse_spec  # noqa: E402
+from sm_toolkit.train.datasets import write_digits_npz  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 DEBUG = {"size": "debug", "epochs": 1, "threads": 1}
@@ -72,9 +73,8 @@ def test_each_model_family_completes_with_its_declared_metrics(
     image, s3, bucket, tmp_path, entry_point
 ):
     spec = job_spec(bucket, entry_point, DEBUG)
-    result = run_job_docker_spec(spec, job_name=spec.name + "-1", workdir=tmp_path, image=image)
-    print(
-        f"{entry_point}: {result.seconds:.1f}s, script started after {result.startup_seconds:.2f}s"
+    result = run_spec(
+        spec, job_name=spec.name + "-1", workdir=tmp_path, backend="docker", image=image
     )
     assert result.status == "Completed", result.failure_reason
     declared = {m.name for m in spec.metrics}
@@ -90,8 +90,12 @@ def reference(image, moto_endpoint, tmp_path_factory):
     s3 = boto3.client("s3", region_name="us-east-1")
     s3.create_bucket(Bucket="docker-backend-reference")
     spec = job_spec("docker-backend-reference", "train_cnn.py", RESUME_HPS)
-    result = run_job_docker_spec(
-        spec, job_name="cnn-plain", image=image, workdir=tmp_path_factory.mktemp("reference")
+    result = run_spec(
+        spec,
+        job_name="cnn-plain",
+        backend="docker",
+        image=image,
+        workdir=tmp_path_factory.mktemp("reference"),
     )
     assert result.status == "Completed", result.failure_reason
     return result
@@ -110,22 +114,33 @@ def test_stopped_job_resumes_from_mounted_checkpoints(image, s3, bucket, tmp_pat
     spec = job_spec(
         bucket, "train_cnn.py", RESUME_HPS, checkpoint={"s3_uri": f"s3://{bucket}/ckpt/cnn"}
     )
-    killed: list[str] = []
+    stop = threading.Event()
 
     def watch(line: str) -> None:
-        if "[metrics] epoch=4 " in line and not killed:
-            killed.extend(kill_labelled(JOB_LABEL))  # a stop, mid-training
+        if "[metrics] epoch=4 " in line:
+            stop.set()  # StopTrainingJob, mid-training
 
-    first = run_job_docker_spec(
-        spec, job_name="cnn-resume", workdir=tmp_path, image=image, on_line=watch
+    first = run_spec(
+        spec,
+        job_name="cnn-resume-1",
+        workdir=tmp_path,
+        backend="docker",
+        image=image,
+        on_line=watch,
+        stop_event=stop,
     )
-    assert killed
+    assert first.status == "Stopped"
     assert 4 <= len(first.metric_series["val:loss"]) < RESUME_HPS["epochs"]
     saved = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="ckpt/cnn/")["Contents"]]
     assert saved, "the container's checkpoints reached S3 through the mounted folder"
     lines: list[str] = []
-    second = run_job_docker_spec(
-        spec, job_name="cnn-resume", workdir=tmp_path, image=image, on_line=lines.append
+    second = run_spec(
+        spec,
+        job_name="cnn-resume-2",
+        workdir=tmp_path,
+        backend="docker",
+        image=image,
+        on_line=lines.append,
     )
     assert any("[checkpoint] resumed from ckpt-" in line for line in lines)
     assert_same_model(second, reference)
@@ -139,10 +154,11 @@ def test_spot_interruption_restarts_on_fresh_containers_and_resumes(
         bucket, "train_cnn.py", RESUME_HPS, checkpoint={"s3_uri": f"s3://{bucket}/ckpt/spot"}
     )
     lines: list[str] = []
-    result = run_job_docker_spec(
+    result = run_spec(
         spec,
         job_name="cnn-spot",
         workdir=tmp_path,
+        backend="docker",
         image=image,
         on_line=lines.append,
         interrupt_after=6.0,
@@ -156,8 +172,18 @@ def test_spot_interruption_restarts_on_fresh_containers_and_resumes(
     assert_same_model(result, reference)
 
 
+def running_containers(job: str) -> list[str]:
+    found = subprocess.run(
+        ["docker", "ps", "-q", "--filter", f"label=sm-toolkit.job={job}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return found.stdout.split()
+
+
 @pytest.mark.slow
-def test_warm_pool_reuses_staged_channels(image, s3, bucket, tmp_path):
+def test_warm_pool_keeps_the_containers_for_the_next_matching_job(image, s3, bucket, tmp_path):
     data = write_digits_npz(tmp_path / "digits")
     s3.upload_file(str(data), bucket, "data/digits/digits.npz")
     spec = job_spec(
@@ -167,17 +193,21 @@ def test_warm_pool_reuses_staged_channels(image, s3, bucket, tmp_path):
         inputs={"train": f"s3://{bucket}/data/digits"},
         warm_pool={"keep_alive_seconds": 600},
     )
-    first = run_job_docker_spec(spec, job_name="cnn-wp-1", workdir=tmp_path, image=image)
-    second = run_job_docker_spec(spec, job_name="cnn-wp-2", workdir=tmp_path, image=image)
-    print(
-        f"script start: first job {first.startup_seconds:.2f}s, "
-        f"warm-pool job {second.startup_seconds:.2f}s"
-    )
-    assert (first.status, second.status) == ("Completed", "Completed"), second.failure_reason
-    assert (first.warm_pool, second.warm_pool) == ("Available", "Reused")
-    staged = tmp_path / "docker-jobs" / "cnn-wp-2" / "input" / "train" / "digits.npz"
-    assert staged.read_bytes() == data.read_bytes()
+    first = run_spec(spec, job_name="cnn-wp-1", workdir=tmp_path, backend="docker", image=image)
+    kept = running_containers("cnn-wp-1")
+    assert first.status == "Completed", first.failure_reason
+    assert len(kept) == 1, "the host stays up, Available, after its job"
+    second = run_spec(spec, job_name="cnn-wp-2", workdir=tmp_path, backend="docker", image=image)
+    assert second.status == "Completed", second.failure_reason
+    assert running_containers("cnn-wp-1") == kept and not running_containers("cnn-wp-2")
+    doc = json.loads((tmp_path / "jobs/cnn-wp-1/describe.json").read_text())
+    assert doc["WarmPoolStatus"]["Status"] == "Reused"
+    assert doc["WarmPoolStatus"]["ReusedByJob"] == "cnn-wp-2"
     assert second.final_metrics == first.final_metrics  # same data, same seed
+    from sm_toolkit.local.engine import update_training_job
+
+    update_training_job(tmp_path, "cnn-wp-2", 0, backend="docker")  # end the pool now
+    assert not running_containers("cnn-wp-1")
 
 
 @pytest.mark.slow
@@ -197,7 +227,6 @@ def test_cli_runs_the_example_with_the_docker_backend(image, s3, tmp_path):
             "docker",
             "--image",
             image,
-            "--quiet",
             "--workdir",
             str(tmp_path),
             "--set",
@@ -216,4 +245,7 @@ def test_cli_runs_the_example_with_the_docker_backend(image, s3, tmp_path):
     assert summary["TrainingJobStatus"] == "Completed"
     assert {m["MetricName"] for m in summary["FinalMetricDataList"]} >= {"val:loss", "test:f1"}
     assert summary["ModelArtifacts"]["S3ModelArtifacts"].startswith("s3://sm-toolkit-demo/output/")
-    assert (Path(summary["LocalDirectory"]) / "output" / "data" / "metrics.json").is_file()
+    name = summary["TrainingJobName"]
+    out = tmp_path / "jobs" / name / "attempt-0" / "algo-1" / "opt" / "ml" / "output" / "data"
+    assert (out / "metrics.json").is_file()
+    assert "[metrics]" in proc.stdout  # the log was echoed, as a user sees it

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from local_mode import LOCAL_NETWORK, bridge_forwarding_switch, run_job_docker
 from sagemaker.pytorch import PyTorch
 
-from local_mode import LOCAL_NETWORK, bridge_forwarding_switch, run_job_docker
 from sm_toolkit.train.datasets import write_digits_npz
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

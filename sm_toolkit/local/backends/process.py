@@ -54,6 +54,14 @@ class ProcessBackend:
                 "or torch_distributed",
             )
 
+        if not plan.launch.is_train and plan.instance_count > 1:
+            raise ConfigError(
+                "AlgorithmSpecification.ContainerEntrypoint",
+                " ".join(plan.launch.entrypoint)[:60],
+                "with several instances it runs on --backend docker (SDK v3's drivers "
+                "name their first host algo-1, which resolves only between containers)",
+            )
+
     def layout(self, plan: JobPlan, job_dir: Path, attempt: int) -> list[Host]:
         names = contract.host_names(plan.instance_count)
         hosts = []
@@ -218,8 +226,8 @@ class _ProcessHost:
     def terminate(self) -> None:
         if self._proc.poll() is not None:  # the host already ended; kill() clears what is left
             return
-        targets = self._tree()
-        if not self._keep_main or not targets:
+        targets = [p for p in self._tree() if not _pass_through(p)]
+        if not targets:  # nothing started yet: the host's own process is all there is
             try:
                 targets.append(psutil.Process(self._proc.pid))
             except psutil.NoSuchProcess:
@@ -244,6 +252,13 @@ class _ProcessHost:
         if self._proc.poll() is None:
             self._proc.wait()
         self._reader.join(timeout=10)
+
+
+def _pass_through(proc: psutil.Process) -> bool:
+    try:
+        return contract.is_pass_through(proc.cmdline())
+    except psutil.Error:
+        return False
 
 
 def _send(proc: psutil.Process, sig: int) -> None:
