@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -11,24 +10,13 @@ import sys
 import time
 from pathlib import Path
 
-CONTAINER_DIR = Path(__file__).resolve().parents[2] / "container"
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"container_{name}", CONTAINER_DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-launcher = load("launcher")
-train_entry = load("train_entry")
+from sm_toolkit.runtime import launcher, train_entry
 
 
 def test_train_goes_through_the_shim(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(tmp_path))
     command, is_train = launcher.build_command(["train"])
-    assert is_train and command == [sys.executable, str(CONTAINER_DIR / "train_entry.py")]
+    assert is_train and command == [sys.executable, "-m", "sm_toolkit.runtime.train_entry"]
     assert launcher.build_command([])[1] is True
 
 
