@@ -101,8 +101,24 @@ class CheckpointManager:
         files = [p for p in self.directory.iterdir() if _NAME.match(p.name)]
         return sorted(files, key=lambda p: int(_NAME.match(p.name).group(1)), reverse=True)
 
+    def clean_stale(self) -> list[Path]:
+        """Remove what a writer killed mid-save left (its temp files); called at start."""
+        if not self.directory.is_dir():
+            return []
+        mine = f".tmp-{os.getpid()}"
+        stale = [
+            p
+            for p in self.directory.iterdir()
+            if p.name.startswith(".ckpt-") and ".tmp-" in p.name and not p.name.endswith(mine)
+        ]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
+
     def load_latest(self) -> tuple[Path, dict[str, Any]] | None:
-        """The newest checkpoint that loads and has every required key, or None."""
+        """The newest checkpoint that loads and has every required key, or None; what a
+        killed writer left behind is cleaned first."""
+        self.clean_stale()
         for path in self.candidates():
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)

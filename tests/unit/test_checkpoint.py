@@ -54,3 +54,15 @@ def test_rng_states_round_trip_through_weights_only_load(tmp_path):
     again = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(expected[0], again[0])
     assert np.array_equal(expected[1], again[1]) and expected[2] == again[2]
+
+
+def test_temp_files_of_a_killed_writer_are_cleaned_at_the_next_start(tmp_path):
+    mgr = CheckpointManager(tmp_path)
+    mgr.save(_state(4))
+    dead = [tmp_path / ".ckpt-000000006.pt.tmp-999999", tmp_path / ".ckpt-000000008.pt.tmp-12"]
+    for path in dead:
+        path.write_bytes(b"half a checkpoint")
+    path, loaded = mgr.load_latest()
+    assert path.name == "ckpt-000000004.pt" and loaded["step"] == 4
+    assert not any(p.exists() for p in dead)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-000000004.pt"]
