@@ -1,115 +1,169 @@
-"""Start times of ``run --local``: process backend vs docker backend vs docker with a warm pool.
+"""Start times of local training, side by side in one run: invocation to the first line of the
+same tiny script (benchmarks/tiny/train.py), for
 
-The same job each time: entrypoints/train_cnn.py at the ``debug`` size, 1 epoch, one thread,
-its ``train`` channel (digits.npz) in a moto S3 on 127.0.0.1. The start time is what the
-summary calls StartupSeconds: job start (request, staging, containers) to the line
-sagemaker-training prints as it starts the user's script. The warm-pool figure is the second
-of two matching jobs with ``warm_pool.keep_alive_seconds: 600`` (its channel data reused).
-Needs Docker and the image from ``make build``.
+* SDK v2 local mode ``fit()`` (docker compose, the image)             ``sdk_v2_local``
+* SDK v3 ``ModelTrainer`` local container (with ``--v3-python``)      ``sdk_v3_local``
+* ``sm-toolkit run --local --request`` on the process backend, cold   ``process_cold``
+* the same, a second job taking the first one's warm pool             ``process_warm``
+* ``--backend docker``, cold (a new container), and warm (kept one)   ``docker_cold/warm``
 
-    .venv/bin/python benchmarks/local_start_times.py            # 3 rounds, ~2.5 min
-    .venv/bin/python benchmarks/local_start_times.py --rounds 1
+Each figure is a whole process started the way a user starts it; the clock stops when the
+script's first line reaches that process's stdout. Medians of ``--rounds`` rounds, the
+variants interleaved per round; ratios are to SDK v2 local mode. S3 is a moto server on
+127.0.0.1. Needs Docker and `make build`. Prints a table, then one JSON line.
+
+    .venv/bin/python benchmarks/local_start_times.py [--rounds 3] [--v3-python .venv-v3/bin/python]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
+import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+MARK = "tiny-script: first line"
 BUCKET = "bench-start-times"
+IMAGE = os.environ.get("SM_TOOLKIT_IMAGE", "sm-toolkit:latest")
 
 
-def _start_s3():
-    """A moto server on 127.0.0.1 that every AWS client of this process talks to."""
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    for name in ("werkzeug", "botocore", "moto"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    os.environ.update(
-        AWS_ENDPOINT_URL=f"http://{host}:{port}",
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_EC2_METADATA_DISABLED="true",
+def first_line_seconds(command: list[str], **kwargs) -> float:
+    """Seconds from starting ``command`` to the tiny script's first line on its stdout."""
+    began = time.monotonic()
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs
     )
-    return server
+    seen = None
+    for line in proc.stdout:
+        if seen is None and MARK in line:
+            seen = time.monotonic() - began
+    proc.wait()
+    if seen is None or proc.returncode != 0:
+        raise SystemExit(f"{' '.join(command[:6])}... failed (rc {proc.returncode})")
+    return seen
 
 
-def _spec(warm_pool: bool):
-    from sm_toolkit.spec import parse_spec
-
-    return parse_spec(
-        {
-            "name": "cnn-start",
-            "entry_point": "train_cnn.py",
-            "hyperparameters": {"size": "debug", "epochs": 1, "threads": 1},
-            "image_uri": "sm-toolkit:latest",
-            "role": "arn:aws:iam::123456789012:role/SageMakerTrainingRole",
-            "instance": {"type": "ml.c5.xlarge"},
-            "inputs": {"train": f"s3://{BUCKET}/data/digits"},
-            "output_path": f"s3://{BUCKET}/output",
-            **({"warm_pool": {"keep_alive_seconds": 600}} if warm_pool else {}),
-        },
-        base_dir=ROOT,
-    )
-
-
-def _round(i: int, work: Path, image: str) -> dict[str, float]:
-    from sm_toolkit.local.docker_job import run_job_docker_spec
-    from sm_toolkit.local.process import run_job
-
-    process = run_job(_spec(False), job_name=f"p{i}", workdir=work / f"p{i}")
-    docker = run_job_docker_spec(
-        _spec(False), job_name=f"d{i}", workdir=work / f"d{i}", image=image
-    )
-    pool_dir = work / f"w{i}"
-    run_job_docker_spec(_spec(True), job_name=f"w{i}a", workdir=pool_dir, image=image)
-    warm = run_job_docker_spec(_spec(True), job_name=f"w{i}b", workdir=pool_dir, image=image)
-    for result in (process, docker, warm):
-        assert result.status == "Completed", result.failure_reason
-    assert warm.warm_pool == "Reused"
+def request(name: str, keep_alive: int) -> dict:
+    code = f"file://{ROOT / 'benchmarks' / 'tiny'}"
     return {
-        "process": process.startup_seconds,
-        "docker": docker.startup_seconds,
-        "docker, warm pool reused": warm.startup_seconds,
-        "process (whole job)": process.seconds,
-        "docker (whole job)": docker.seconds,
+        "TrainingJobName": name,
+        "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File"},
+        "RoleArn": "arn:aws:iam::123456789012:role/SageMakerRole",
+        "HyperParameters": {
+            "sagemaker_program": '"train.py"',
+            "sagemaker_submit_directory": json.dumps(code),
+        },
+        "OutputDataConfig": {"S3OutputPath": f"s3://{BUCKET}/output"},
+        "ResourceConfig": {
+            "InstanceType": "ml.m5.large",
+            "InstanceCount": 1,
+            "VolumeSizeInGB": 5,
+            "KeepAlivePeriodInSeconds": keep_alive,
+        },
+        "StoppingCondition": {"MaxRuntimeInSeconds": 600},
     }
+
+
+def sm_toolkit_run(work: Path, backend: str, keep_alive: int) -> float:
+    path = work / f"req-{uuid.uuid4().hex[:8]}.json"
+    path.write_text(json.dumps(request(f"start-{uuid.uuid4().hex[:10]}", keep_alive)))
+    cli = [
+        sys.executable,
+        "-m",
+        "sm_toolkit.cli",
+        "run",
+        "--local",
+        "--request",
+        str(path),
+        "--workdir",
+        str(work / backend),
+        "--backend",
+        backend,
+    ]
+    return first_line_seconds(cli + (["--image", IMAGE] if backend == "docker" else []))
+
+
+def round_of(work: Path, v3_python: str | None) -> dict[str, float]:
+    out = {
+        "sdk_v2_local": first_line_seconds(
+            [
+                sys.executable,
+                str(ROOT / "benchmarks" / "_sdk_v2_local_fit.py"),
+                IMAGE,
+                str(work / f"v2-{uuid.uuid4().hex[:6]}"),
+            ]
+        )
+    }
+    if v3_python:
+        out["sdk_v3_local"] = first_line_seconds(
+            [
+                v3_python,
+                str(ROOT / "benchmarks" / "_sdk_v3_local_train.py"),
+                IMAGE,
+                str(work / f"v3-{uuid.uuid4().hex[:6]}"),
+            ],
+            cwd=work,
+        )
+    out["process_cold"] = sm_toolkit_run(work, "process", 0)
+    sm_toolkit_run(work / "pool", "process", 60)  # leaves a pool for the next job
+    out["process_warm"] = sm_toolkit_run(work / "pool", "process", 60)
+    out["docker_cold"] = sm_toolkit_run(work, "docker", 0)
+    sm_toolkit_run(work / "pool", "docker", 60)
+    out["docker_warm"] = sm_toolkit_run(work / "pool", "docker", 60)
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--image", default="sm-toolkit:latest")
+    parser.add_argument("--v3-python", help="the python of a venv with SDK v3 (make venv-v3)")
     args = parser.parse_args()
-    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
-    server = _start_s3()
+    sys.path.insert(0, str(ROOT))
+    from sm_toolkit.local.embedded_aws import start_moto
+
+    server, _ = start_moto()
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    rounds = []
     try:
-        import boto3
-
-        from sm_toolkit.train.datasets import write_digits_npz
-
-        work = Path(tempfile.mkdtemp(prefix="start-times-"))
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket=BUCKET)
-        s3.upload_file(str(write_digits_npz(work / "data")), BUCKET, "data/digits/digits.npz")
-        rounds = [_round(i, work, args.image) for i in range(args.rounds)]
+        with tempfile.TemporaryDirectory() as tmp:
+            for _ in range(args.rounds):
+                rounds.append(round_of(Path(tmp), args.v3_python))
     finally:
+        subprocess.run(
+            [
+                "docker",
+                "rm",
+                "-f",
+                *subprocess.run(
+                    ["docker", "ps", "-aq", "--filter", "label=sm-toolkit.job"],
+                    capture_output=True,
+                    text=True,
+                ).stdout.split(),
+            ],
+            capture_output=True,
+        )
         server.stop()
-    print(f"seconds, {args.rounds} rounds (median, then each round):")
-    for name in rounds[0]:
-        values = [r[name] for r in rounds]
-        each = ", ".join(f"{v:.2f}" for v in values)
-        print(f"  {name:26s} {statistics.median(values):6.2f}   [{each}]")
+    medians = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+    base = medians["sdk_v2_local"]
+    print(f"{'variant':<14} {'median s':>9} {'x SDK v2':>9}  rounds")
+    for key, value in medians.items():
+        each = ", ".join(f"{r[key]:.2f}" for r in rounds)
+        print(f"{key:<14} {value:9.2f} {value / base:9.2f}  {each}")
+    print(
+        json.dumps(
+            {k: round(v / base, 3) for k, v in medians.items()}
+            | {"sdk_v2_local_seconds": round(base, 2)}
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -241,7 +241,7 @@ def test_cli_runs_the_example_with_the_docker_backend(image, s3, tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    summary = json.loads(proc.stdout[proc.stdout.index("{") :])
+    summary = json.loads(proc.stdout[proc.stdout.rindex('{\n  "TrainingJobName"') :])
     assert summary["TrainingJobStatus"] == "Completed"
     assert {m["MetricName"] for m in summary["FinalMetricDataList"]} >= {"val:loss", "test:f1"}
     assert summary["ModelArtifacts"]["S3ModelArtifacts"].startswith("s3://sm-toolkit-demo/output/")

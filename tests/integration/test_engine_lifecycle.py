@@ -216,7 +216,7 @@ def test_cli_runs_a_request_file_and_ctrl_c_stops_the_job_like_stop_training_job
     proc.send_signal(2)  # Ctrl-C
     out, err = proc.communicate(timeout=90)
     assert proc.returncode == 1
-    doc = json.loads(out[out.index("{\n") :])
+    doc = json.loads(out[out.rindex('{\n  "TrainingJobName"') :])
     assert (doc["TrainingJobStatus"], doc["SecondaryStatus"]) == ("Stopped", "Stopped")
     assert "stopping the job" in err
     left = [

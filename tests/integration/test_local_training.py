@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from local_helpers import run_spec as run_job
 
 from sm_toolkit.spec import parse_spec

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from local_helpers import run_spec as run_job
 
 from sm_toolkit.errors import ConfigError
@@ -163,7 +162,7 @@ def test_cli_runs_the_cnn_example_locally_and_it_learns(s3, tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    summary = json.loads(proc.stdout[proc.stdout.index("{") :])
+    summary = json.loads(proc.stdout[proc.stdout.rindex('{\n  "TrainingJobName"') :])
     assert summary["TrainingJobStatus"] == "Completed"
     metrics = {m["MetricName"]: m["Value"] for m in summary["FinalMetricDataList"]}
     assert metrics["val:accuracy"] >= 0.95

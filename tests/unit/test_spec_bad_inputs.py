@@ -2,7 +2,8 @@
 
 Each must end in exit code 2, one line of at most 300 characters on stderr naming the
 field, nothing on stdout and no traceback. Bad inputs tried here: a billion-laughs alias
-chain, 3,000-level nesting, /dev/zero, a directory, a named pipe, a binary file, a UTF-16 file, a 200 KB value, a
+chain, 3,000-level nesting, /dev/zero, a directory, a named pipe, a binary file, a UTF-16
+file, a 200 KB value, a
 file over the size limit, a dangling symlink in source_dir (render), a metric regex that
 does not compile and one without a capture group, `my-bucket/data` and a missing local
 input, https:// and gs:// inputs, instance types ml.fake.huge / ml.m5.larg / ml.g5.12xl,
