@@ -9,6 +9,7 @@ hyperparameter and what is allowed (one line, exit code 2), never an argparse tr
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
@@ -67,7 +68,13 @@ class Parser(argparse.ArgumentParser):
             raise self._config_error(err, argv) from None
         if unknown:
             names = sorted(a.dest for a in self._actions if a.dest != "help")
-            raise ConfigError("hyperparameter", unknown[0], f"known: {', '.join(names)}")
+            # The line is bounded (300 characters): the nearest names first, then the rest.
+            near = difflib.get_close_matches(unknown[0].lstrip("-"), names, n=3, cutoff=0.4)
+            rest = [n for n in names if n not in near]
+            hint = f"did you mean {' or '.join(near)}? " if near else ""
+            raise ConfigError(
+                "hyperparameter", unknown[0], f"{hint}known: {', '.join(near + rest)}"
+            )
         return ns
 
     def _config_error(self, err: argparse.ArgumentError, argv: list[str]) -> ConfigError:

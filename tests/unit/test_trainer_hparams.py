@@ -41,7 +41,9 @@ def test_dict_values_use_the_sagemaker_encoding():
     ("argv", "field", "allowed"),
     [(["--epochs", "two"], "epochs", "int"), (["--optimizer", "lamb"], "optimizer", "adamw"),
      (["--bf16", "maybe"], "bf16", "True or False"),
-     (["--hidden_size", "3"], "hyperparameter", "lr"),
+     (["--hidden_size", "3"], "hyperparameter", "known: "),
+    (["--batchsize", "64"], "hyperparameter", "did you mean batch_size"),
+    (["--lr_rate", "3"], "hyperparameter", " or lr? "),
      (["--activation_params", "alpha"], "activation_params", "key=value")],
 )  # fmt: skip
 def test_bad_values_are_one_line_config_errors(argv, field, allowed):
