@@ -60,6 +60,16 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
 
     sub.add_parser("demo", help="train the CNN locally against an embedded S3 (no AWS)")
+
+    se = sub.add_parser("serve", help="a local SageMaker endpoint on 127.0.0.1: clients with "
+                        "AWS_ENDPOINT_URL set run their training and tuning jobs here")
+    se.add_argument("--port", type=int, default=8777, help="0 picks a free port")
+    se.add_argument("--backend", choices=["process", "docker"], default="process")
+    se.add_argument("--image", help="docker backend: run this image instead of TrainingImage")
+    se.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    se.add_argument("--s3", choices=["embedded", "aws"], default="embedded",
+                    help="embedded: S3 in this process (no AWS account); aws: your own AWS "
+                    "settings (clients set AWS_ENDPOINT_URL_SAGEMAKER only)")
     return p
 
 
@@ -102,6 +112,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from sm_toolkit.local.demo import run_demo
 
         return run_demo()
+    if args.command == "serve":
+        return _serve(args)
     spec = _load(args.spec)
     if args.command == "validate":
         kind = "tuning job" if spec.tuning else "training job"
@@ -119,6 +131,15 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         return _run_local(spec, args)
     return _tune(spec, args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from sm_toolkit.endpoint.server import ServeOptions, serve
+
+    if not 0 <= args.port <= 65535:
+        raise ConfigError("--port", args.port, "a TCP port, 0-65535 (0 picks a free one)")
+    return serve(ServeOptions(port=args.port, backend=args.backend, workdir=args.workdir,
+                              s3=args.s3, image=args.image))
 
 
 def _launch(spec, job_name: str | None, *, wait: bool) -> int:

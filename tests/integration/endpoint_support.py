@@ -1,0 +1,129 @@
+"""Helpers for the endpoint tests: start ``sm-toolkit serve`` as a user does, build requests.
+
+The endpoint runs as a subprocess on a free loopback port (``--port 0``; the server prints
+the address it bound). Clients reach it through ``AWS_ENDPOINT_URL`` only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+USERSCRIPT = ROOT / "tests" / "fixtures" / "userscript"
+ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
+SM_TOOLKIT = Path(sys.executable).with_name("sm-toolkit")
+# Until the local engine lands, the server runs a test fake of it (see endpoint_fake_engine).
+REAL_ENGINE = importlib.util.find_spec("sm_toolkit.local.engine") is not None
+
+
+@dataclass
+class Served:
+    """A running endpoint: its URL and everything it printed so far."""
+
+    url: str
+    proc: subprocess.Popen
+    output: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        return "".join(self.output)
+
+
+def server_env(**extra: str) -> dict[str, str]:
+    """The test's environment, with this worktree's code first on the path."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def serve_command(workdir: Path | None, *args: str) -> list[str]:
+    if not REAL_ENGINE:
+        return [
+            sys.executable,
+            str(Path(__file__).with_name("endpoint_fake_engine.py")),
+            "--workdir",
+            str(workdir or ".sm-toolkit"),
+            *args,
+        ]
+    where = ["--workdir", str(workdir)] if workdir is not None else []
+    return [str(SM_TOOLKIT), "serve", *where, *args]
+
+
+@contextmanager
+def running_endpoint(workdir: Path | None, *args: str, cwd: Path | None = None, port: str = "0"):
+    """``sm-toolkit serve --port 0 [--workdir DIR] ARGS``; SIGTERM and wait at the end."""
+    cmd = serve_command(workdir, *(["--port", port] if port else []), *args)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=server_env(), cwd=cwd
+    )
+    served = Served(url="", proc=proc)
+    deadline = time.monotonic() + 60
+    for line in proc.stdout:
+        served.output.append(line)
+        match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
+        if match:
+            served.url = match.group(1)
+            break
+        if time.monotonic() > deadline:
+            break
+    if not served.url:
+        proc.kill()
+        raise RuntimeError("sm-toolkit serve did not start:\n" + served.text())
+    reader = threading.Thread(target=lambda: served.output.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        yield served
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        reader.join(timeout=5)
+
+
+def training_request(name: str, bucket: str, *, mode: str = "ok", epochs: int = 2, **extra) -> dict:
+    """A CreateTrainingJob request for the user script, as the SDK's local mode sends it."""
+    request = {
+        "TrainingJobName": name,
+        "RoleArn": ROLE,
+        "AlgorithmSpecification": {
+            "TrainingImage": "sm-toolkit:latest",
+            "TrainingInputMode": "File",
+            "MetricDefinitions": [{"Name": "train:loss", "Regex": r"train:loss=([0-9.]+)"}],
+        },
+        "HyperParameters": {
+            "mode": f'"{mode}"',
+            "epochs": str(epochs),
+            "sagemaker_program": '"train.py"',
+            "sagemaker_submit_directory": f'"file://{USERSCRIPT}"',
+        },
+        "OutputDataConfig": {"S3OutputPath": f"s3://{bucket}/output"},
+        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 600},
+    }
+    request.update(extra)
+    return request
+
+
+def wait_for(predicate, timeout: float = 60.0, every: float = 0.2):
+    """Poll until ``predicate()`` is truthy; return its value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("condition not met in time")
