@@ -255,7 +255,28 @@ def complete_document(doc: dict, request: dict, arn: str) -> dict:
         **{k: v for k, v in doc.items() if v is not None},
         "TrainingJobArn": arn,
     }
+    if filled.get("SecondaryStatusTransitions"):
+        filled["SecondaryStatusTransitions"] = [
+            # The SDK's log printer reads StatusMessage of every transition, as AWS sends one.
+            {"StatusMessage": _STATUS_MESSAGES.get(t.get("Status"), t.get("Status", "")), **t}
+            for t in filled["SecondaryStatusTransitions"]
+        ]
     return conform_output("DescribeTrainingJob", filled)
+
+
+_STATUS_MESSAGES = {
+    "Starting": "Starting the training job",
+    "Downloading": "Downloading input data",
+    "Training": "Training in progress",
+    "Uploading": "Uploading generated training model",
+    "Completed": "Training job completed",
+    "Failed": "Training job failed",
+    "Stopping": "Stopping the training job",
+    "Stopped": "Training job stopped",
+    "Interrupted": "The spot instance was interrupted",
+    "Restarting": "Restarting the training job on new instances",
+    "MaxRuntimeExceeded": "Training job stopped: MaxRuntimeInSeconds exceeded",
+}
 
 
 def _interrupt_after(request: dict) -> float | None:

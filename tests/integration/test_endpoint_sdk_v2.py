@@ -1,0 +1,67 @@
+"""SDK v2 against ``sm-toolkit serve``: a user's PyTorch estimator, unchanged but for
+AWS_ENDPOINT_URL. ``fit(wait=True, logs=True)`` streams the job's log from CloudWatch Logs,
+the model lands in S3, and TrainingJobAnalytics reads the metric series from CloudWatch.
+
+The session gets a default bucket and the role a full ARN, as a user on AWS may do: that
+keeps the SDK off STS, whose endpoint the SDK hard-codes (it would leave loopback).
+"""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+import sagemaker
+from endpoint_support import REAL_ENGINE, ROLE, USERSCRIPT, running_endpoint
+from sagemaker.analytics import TrainingJobAnalytics
+from sagemaker.pytorch import PyTorch
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def endpoint(tmp_path_factory):
+    with running_endpoint(tmp_path_factory.mktemp("serve")) as served:
+        yield served
+
+
+@pytest.fixture
+def session(endpoint, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint.url)
+    boto = boto3.Session(region_name="us-east-1")
+    boto.client("s3").create_bucket(Bucket="sdk-user-bucket")
+    return sagemaker.Session(boto_session=boto, default_bucket="sdk-user-bucket")
+
+
+def test_pytorch_fit_streams_logs_and_lands_the_model(session, capfd):
+    metric = "train:loss" if REAL_ENGINE else "loss"
+    estimator = PyTorch(
+        entry_point="train.py",
+        source_dir=str(USERSCRIPT),
+        role=ROLE,
+        image_uri="sm-toolkit:latest",
+        instance_type="ml.m5.large",
+        instance_count=1,
+        hyperparameters={"epochs": 3, "mode": "ok", "scale": 2.0},
+        metric_definitions=[{"Name": metric, "Regex": metric + r"=([0-9.]+)"}],
+        sagemaker_session=session,
+        disable_profiler=True,
+        debugger_hook_config=False,
+    )
+    estimator.fit(wait=True, logs=True, job_name="sdk-v2-fit")
+
+    printed = capfd.readouterr().out
+    assert f"{metric}=" in printed  # the script's own lines, streamed by logs_for_job
+    assert "Completed - " in printed  # the status transitions, printed by the SDK
+    doc = session.sagemaker_client.describe_training_job(TrainingJobName="sdk-v2-fit")
+    assert doc["TrainingJobStatus"] == "Completed"
+    if REAL_ENGINE:
+        bucket, key = estimator.model_data[len("s3://") :].split("/", 1)
+        assert (
+            session.boto_session.client("s3").head_object(Bucket=bucket, Key=key)["ContentLength"]
+            > 0
+        )
+    series = TrainingJobAnalytics(
+        "sdk-v2-fit", metric_names=[metric], sagemaker_session=session
+    ).dataframe()
+    assert len(series) >= 1 and set(series["metric_name"]) == {metric}
+    assert series["value"].min() > 0
