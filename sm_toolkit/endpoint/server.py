@@ -7,6 +7,7 @@ the endpoint, so a job reads and writes the same buckets the client sees.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -113,9 +114,14 @@ def point_clients_here(url: str, s3: str) -> None:
         os.environ["AWS_ENDPOINT_URL_SAGEMAKER"] = url
 
 
-def serve(options: ServeOptions) -> int:
-    """Run the endpoint in the foreground; SIGINT or SIGTERM ends it cleanly."""
-    endpoint = Endpoint(options)
+def serve(options: ServeOptions, **factories: Callable[..., Any]) -> int:
+    """Run the endpoint in the foreground; SIGINT or SIGTERM ends it cleanly.
+
+    ``factories`` (job_factory, events_factory) replace the engine's classes (tests only).
+    """
+    # One line per request from werkzeug would drown the jobs' own output.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    endpoint = Endpoint(options, **factories)
     point_clients_here(endpoint.url, options.s3)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

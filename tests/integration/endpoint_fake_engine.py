@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import signal
 import sys
 import threading
 import time
@@ -112,25 +111,18 @@ class FakeJob:
 
 def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from sm_toolkit.endpoint.server import Endpoint, ServeOptions, point_clients_here
+    from sm_toolkit.endpoint.server import ServeOptions, serve
 
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--workdir", type=Path, required=True)
     args = p.parse_args()
-    endpoint = Endpoint(
+    print("sm-toolkit serve: with the TEST FAKE engine", flush=True)
+    return serve(
         ServeOptions(port=args.port, workdir=args.workdir),
         job_factory=FakeJob,
         events_factory=FakeEvents,
     )
-    point_clients_here(endpoint.url, "embedded")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    threading.Thread(target=endpoint.serve_forever, daemon=True).start()
-    print(f"sm-toolkit serve: listening on {endpoint.url} (FAKE engine)", flush=True)
-    stop.wait()
-    endpoint.close()
-    return 0
 
 
 if __name__ == "__main__":
