@@ -96,6 +96,7 @@ class TrainingJobs:
             if self.store.training(name) is not None:
                 raise ResourceInUse(f"Training job {arn} already exists")
             job = self._engine_job(request, caller, arn, on_line, workdir or self.workdir)
+            _start(job, arn)
             self.store.add_training(
                 name,
                 arn,
@@ -105,7 +106,6 @@ class TrainingJobs:
             )
             self.store.add_tags(arn, request.get("Tags", []))
             self._live[name] = job
-        job.start()
         threading.Thread(
             target=self._watch, args=(name, job, arn, done), daemon=True, name=f"watch-{name}"
         ).start()
@@ -221,7 +221,7 @@ class TrainingJobs:
                     "ended; this one is " + doc["TrainingJobStatus"]
                 )
             try:
-                new = update_training_job(self.workdir, name, keep_alive)
+                new = update_training_job(self.workdir, name, keep_alive, backend=self.backend)
             except ToolkitError as exc:
                 raise ValidationError(str(exc)) from None
             self.store.set_training(name, self._document(new, doc["TrainingJobArn"]))
@@ -237,6 +237,17 @@ class TrainingJobs:
         for name, job in jobs.items():
             final = job.wait(timeout=max(0.0, deadline - time.monotonic()))
             self.store.set_training(name, self._document(final, self._arn(name)))
+
+
+def _start(job: Any, arn: str) -> None:
+    try:
+        job.start()
+    except ToolkitError as exc:
+        # The engine claims the name in its workdir: a job there (say, from `run --local`
+        # with the same --workdir) holds it, which SageMaker calls ResourceInUse.
+        if getattr(exc, "field", None) == "TrainingJobName":
+            raise ResourceInUse(f"Training job {arn} already exists: {exc}") from None
+        raise ValidationError(str(exc)) from None
 
 
 def complete_document(doc: dict, request: dict, arn: str) -> dict:
