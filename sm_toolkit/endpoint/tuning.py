@@ -20,6 +20,7 @@ from sm_toolkit.endpoint.errors import ResourceInUse, ResourceNotFound, Validati
 from sm_toolkit.endpoint.listing import filter_documents, paginate, sort_documents
 from sm_toolkit.endpoint.shapes import conform_output
 from sm_toolkit.endpoint.training import Caller, TrainingJobs
+from sm_toolkit.errors import ToolkitError
 
 _RUNNING = ("InProgress", "Stopping")
 
@@ -34,6 +35,18 @@ def _local_tuner() -> Any:
             "through the endpoint needs the request-driven tuner"
         )
     return run_local_tuning
+
+
+def _check_with_tuner(request: dict) -> None:
+    """Refuse at once what the local tuner would refuse (not as a Failed job later)."""
+    try:
+        from sm_toolkit.local.tuning.request import read_tuning_request
+    except ImportError:  # a tuner without a request reader checks when it runs
+        return
+    try:
+        read_tuning_request(request)
+    except ToolkitError as exc:
+        raise ValidationError(str(exc)) from None
 
 
 class TuningJobs:
@@ -52,11 +65,7 @@ class TuningJobs:
         name = request["HyperParameterTuningJobName"]
         arn = caller.arn("hyper-parameter-tuning-job", name)
         tuner = self._tuner or _local_tuner()
-        if "TrainingJobDefinition" not in request:
-            raise ValidationError(
-                "Value null at 'trainingJobDefinition' failed to satisfy "
-                "constraint: this endpoint runs one training job definition"
-            )
+        _check_with_tuner(request)
         now = time.time()
         with self._lock:
             if self.store.tuning(name) is not None:

@@ -88,6 +88,10 @@ class FakeJob:
             tick += 1
             self._stop.wait(0.2)
         now = dt.datetime.now(dt.timezone.utc)
+        if tick:
+            self.doc["FinalMetricDataList"] = [
+                {"MetricName": "loss", "Value": 1.0 / tick, "Timestamp": now}
+            ]
         self.doc.update(
             TrainingStartTime=dt.datetime.fromtimestamp(start, dt.timezone.utc), TrainingEndTime=now
         )
