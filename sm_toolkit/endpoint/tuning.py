@@ -29,7 +29,7 @@ def _local_tuner() -> Any:
     from sm_toolkit.local.tuning import run_local_tuning
 
     # The request-driven tuner takes the request and a run_job; the older one took a spec.
-    if "run_job" not in inspect.signature(run_local_tuning).parameters:
+    if next(iter(inspect.signature(run_local_tuning).parameters)) != "request":
         raise ValidationError(
             "This sm-toolkit's local tuner runs job specs only; tuning "
             "through the endpoint needs the request-driven tuner"

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 def _request_driven_tuner() -> bool:
     from sm_toolkit.local.tuning import run_local_tuning
 
-    return "run_job" in inspect.signature(run_local_tuning).parameters
+    return next(iter(inspect.signature(run_local_tuning).parameters)) == "request"
 
 
 if not _request_driven_tuner():
