@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from sm_toolkit.endpoint.operations import handlers
 from sm_toolkit.endpoint.store import Store
 from sm_toolkit.endpoint.training import TrainingJobs
 from sm_toolkit.endpoint.tuning import TuningJobs
+from sm_toolkit.errors import ConfigError
 
 HOST = "127.0.0.1"  # never another address: the endpoint runs code for whoever reaches it
 S3_MODES = ("embedded", "aws")
@@ -85,6 +87,7 @@ class Endpoint:
             account=DEFAULT_ACCOUNT_ID,
             refuse_services=refuse,
         )
+        _check_port(options.port, self.store)
         self.server = make_server(
             HOST, options.port, app, threaded=True, request_handler=MotoRequestHandler
         )
@@ -100,6 +103,21 @@ class Endpoint:
         self.tunings.shutdown()
         self.trainings.shutdown()
         self.store.close()
+
+
+def _check_port(port: int, store: Store) -> None:
+    """A port we cannot bind is the user's mistake: one line, not werkzeug's exit."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            probe.bind((HOST, port))
+        except OSError as exc:  # in use, or below 1024 without the right to it
+            store.close()
+            raise ConfigError(
+                "--port",
+                port,
+                f"a port this user can bind on {HOST} ({exc.strerror}); --port 0 picks a free one",
+            ) from None
 
 
 def point_clients_here(url: str, s3: str) -> None:

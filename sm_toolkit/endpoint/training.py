@@ -69,7 +69,7 @@ class TrainingJobs:
         self.workdir = workdir
         self.backend = backend
         self.image = image
-        self._factory = job_factory or engine_job_factory()
+        self._factory = job_factory  # the engine's TrainingJob unless a test gives one
         self._events = events_factory or _events
         self._live: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -133,7 +133,8 @@ class TrainingJobs:
             on_status=lambda doc: self.store.set_training(name, self._document(doc, arn, request)),
         )
         try:
-            return self._factory(
+            factory = self._factory or engine_job_factory()
+            return factory(
                 request,
                 workdir=workdir,
                 backend=self.backend,
