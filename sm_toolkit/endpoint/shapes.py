@@ -20,6 +20,10 @@ from botocore.validate import ParamValidator
 
 from sm_toolkit.endpoint.errors import UnknownOperation, ValidationError
 
+# The one extension of the model: an S3 URI may be a file:// path on this machine (a
+# channel's S3DataSource.S3Uri, a checkpoint or output location), as in SDK local mode.
+LOCAL_URI_SHAPES = frozenset({"S3Uri"})
+
 
 @functools.cache
 def service_model() -> ServiceModel:
@@ -97,6 +101,8 @@ def _string_constraints(value: str, shape: Shape, path: str) -> Iterator[str]:
         yield _fail(value, path, f"Member must have length less than or equal to {limit}")
     if shape.enum and value not in shape.enum:
         yield _fail(value, path, f"Member must satisfy enum value set: [{', '.join(shape.enum)}]")
+    if shape.name in LOCAL_URI_SHAPES and value.startswith("file://"):
+        return  # local code and data, as SageMaker local mode takes them
     pattern = _compiled(shape.metadata.get("pattern"))
     if pattern is not None and not pattern.fullmatch(value):
         yield _fail(

@@ -257,8 +257,6 @@ def complete_document(doc: dict, request: dict, arn: str) -> dict:
     name = request.get("TrainingJobName", doc.get("TrainingJobName"))
     output = (request.get("OutputDataConfig") or {}).get("S3OutputPath", "").rstrip("/")
     filled = {
-        # Where the service will put the model; it names it before the job ends, too.
-        "ModelArtifacts": {"S3ModelArtifacts": f"{output}/{name}/output/model.tar.gz"},
         **{
             k: request[k]
             for k in ("AlgorithmSpecification", "ResourceConfig", "StoppingCondition", "RoleArn")
@@ -267,6 +265,9 @@ def complete_document(doc: dict, request: dict, arn: str) -> dict:
         **{k: v for k, v in doc.items() if v is not None},
         "TrainingJobArn": arn,
     }
+    if not (doc.get("ModelArtifacts") or {}).get("S3ModelArtifacts"):
+        # Where the job will put its model (an empty string would break the member's pattern).
+        filled["ModelArtifacts"] = {"S3ModelArtifacts": f"{output}/{name}/output/model.tar.gz"}
     if filled.get("SecondaryStatusTransitions"):
         filled["SecondaryStatusTransitions"] = [
             # The SDK's log printer reads StatusMessage of every transition, as AWS sends one.

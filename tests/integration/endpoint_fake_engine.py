@@ -77,6 +77,8 @@ class FakeJob:
 
     def _run(self) -> None:
         self._status("InProgress", "Training")
+        if self.events.on_line:
+            self.events.on_line("algo-1", "channel train: ['train.py']")
         start = time.time()
         tick = 0
         while time.time() - start < self.seconds and not self._stop.is_set():

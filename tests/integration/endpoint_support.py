@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 USERSCRIPT = ROOT / "tests" / "fixtures" / "userscript"
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 SM_TOOLKIT = Path(sys.executable).with_name("sm-toolkit")
 # Until the local engine lands, the server runs a test fake of it (see endpoint_fake_engine).
 REAL_ENGINE = importlib.util.find_spec("sm_toolkit.local.engine") is not None
@@ -110,12 +111,47 @@ def training_request(name: str, bucket: str, *, mode: str = "ok", epochs: int = 
             "sagemaker_program": '"train.py"',
             "sagemaker_submit_directory": f'"file://{USERSCRIPT}"',
         },
+        # The script lists its channels first: the tests know it runs when that shows.
+        "InputDataConfig": [
+            {
+                "ChannelName": "train",
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": f"file://{USERSCRIPT}",
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
+            }
+        ],
         "OutputDataConfig": {"S3OutputPath": f"s3://{bucket}/output"},
         "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
         "StoppingCondition": {"MaxRuntimeInSeconds": 600},
     }
     request.update(extra)
     return request
+
+
+def log_lines(logs, job: str) -> list[str]:
+    """Every line of a job's CloudWatch log streams, as a client reads them."""
+    streams = logs.describe_log_streams(logGroupName=LOG_GROUP, logStreamNamePrefix=job + "/")
+    lines = []
+    for stream in streams["logStreams"]:
+        events = logs.get_log_events(logGroupName=LOG_GROUP, logStreamName=stream["logStreamName"])[
+            "events"
+        ]
+        lines += [e["message"] for e in events]
+    return lines
+
+
+def wait_for_script(logs, job: str, timeout: float = 120.0) -> None:
+    """Until the user script itself has printed (its channel listing): stopping it earlier
+    would stop the launcher, not the script."""
+    wait_for(
+        lambda: any(line.startswith("channel train:") for line in log_lines(logs, job)),
+        timeout=timeout,
+        every=0.5,
+    )
 
 
 def wait_for(predicate, timeout: float = 60.0, every: float = 0.2):

@@ -13,7 +13,7 @@ from endpoint_support import (
     REAL_ENGINE,
     running_endpoint,
     training_request,
-    wait_for,
+    wait_for_script,
 )
 
 from sm_toolkit.endpoint.shapes import service_constraint_errors, service_model
@@ -90,13 +90,9 @@ def test_create_wait_describe(sm, aws, job_bucket, responses):
         assert_conforms(op, parsed)
 
 
-def test_stop_while_running_ends_stopped(sm, job_bucket, responses):
+def test_stop_while_running_ends_stopped(sm, aws, job_bucket, responses):
     sm.create_training_job(**training_request("boto-stop", job_bucket, mode="sleep"))
-    wait_for(
-        lambda: (
-            sm.describe_training_job(TrainingJobName="boto-stop")["SecondaryStatus"] == "Training"
-        )
-    )
+    wait_for_script(aws.client("logs"), "boto-stop")
     sm.stop_training_job(TrainingJobName="boto-stop")
     sm.get_waiter("training_job_completed_or_stopped").wait(
         TrainingJobName="boto-stop", WaiterConfig=FAST

@@ -14,8 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import boto3
 import pytest
-from endpoint_support import running_endpoint, training_request, wait_for
+from endpoint_support import running_endpoint, training_request, wait_for, wait_for_script
 
 pytestmark = pytest.mark.integration
 AWS = shutil.which("aws") or str(Path(sys.executable).with_name("aws"))
@@ -75,7 +76,7 @@ def test_create_describe_wait(aws, tmp_path):
 
 def test_stop_then_wait(aws, tmp_path):
     create(aws, tmp_path, training_request("cli-stop", "cli-bucket", mode="sleep"))
-    wait_for(lambda: describe(aws, "cli-stop")["SecondaryStatus"] == "Training", timeout=60)
+    wait_for_script(boto3.client("logs", region_name="us-east-1"), "cli-stop")
     aws("sagemaker", "stop-training-job", "--training-job-name", "cli-stop")
     wait_for(lambda: describe(aws, "cli-stop")["TrainingJobStatus"] == "Stopped", timeout=60)
     aws("sagemaker", "wait", "training-job-completed-or-stopped", "--training-job-name", "cli-stop")

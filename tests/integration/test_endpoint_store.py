@@ -8,7 +8,7 @@ import socket
 
 import boto3
 import pytest
-from endpoint_support import REAL_ENGINE, running_endpoint, training_request, wait_for
+from endpoint_support import REAL_ENGINE, running_endpoint, training_request, wait_for_script
 
 pytestmark = pytest.mark.integration
 
@@ -28,12 +28,7 @@ def test_restart_lists_old_jobs_and_shutdown_stops_running_ones(tmp_path):
         )
         done_before = sm.describe_training_job(TrainingJobName="kept-done")
         sm.create_training_job(**training_request("kept-running", "keep-bucket", mode="sleep"))
-        wait_for(
-            lambda: (
-                sm.describe_training_job(TrainingJobName="kept-running")["SecondaryStatus"]
-                == "Training"
-            )
-        )
+        wait_for_script(client(first.url, "logs"), "kept-running")
     assert first.proc.returncode == 0, first.text()
     assert "stopping running jobs" in first.text()
 
