@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	# torch is pinned to 2.13.0 in pyproject.toml: an unpinned torch pulls CUDA wheels.
-	$(VENV)/bin/pip install --quiet -e '.[test]'
+	$(VENV)/bin/pip install --quiet -e '.[test,demo]'
 	touch $(STAMP)
 
 install: $(STAMP)

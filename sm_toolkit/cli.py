@@ -21,37 +21,81 @@ DEFAULT_WORKDIR = Path(".sm-toolkit")
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sm-toolkit", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show the SDK's and botocore's INFO lines (quiet by default)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     v = sub.add_parser("validate", help="check a spec and print what the SDK will change")
     v.add_argument("spec")
 
-    r = sub.add_parser("render", help="print the exact CreateTrainingJob / "
-                       "CreateHyperParameterTuningJob request (offline)")
+    r = sub.add_parser(
+        "render",
+        help="print the exact CreateTrainingJob / CreateHyperParameterTuningJob request (offline)",
+    )
     r.add_argument("spec")
     r.add_argument("--job-name")
+    r.add_argument(
+        "--upload",
+        action="store_true",
+        help="upload sourcedir.tar.gz and local inputs to S3 (your AWS settings), "
+        "so the printed request runs as is with --cli-input-json",
+    )
 
     la = sub.add_parser("launch", help="submit the job (or tuning job) to SageMaker")
     la.add_argument("spec")
     la.add_argument("--job-name")
     la.add_argument("--wait", action="store_true")
+    la.add_argument(
+        "--region",
+        help="AWS region (default: AWS_REGION / AWS_DEFAULT_REGION, then your profile's region)",
+    )
+    la.add_argument(
+        "--unique-name",
+        action="store_true",
+        help="append a timestamp to the job name, as the SDK's base_job_name does "
+        "(default: the name as given, which AWS refuses to reuse)",
+    )
 
     ru = sub.add_parser("run", help="run the job: --local on this machine, else on SageMaker")
-    ru.add_argument("spec")
+    ru.add_argument("spec", nargs="?", help="the job spec (or give --request)")
     ru.add_argument("--local", action="store_true")
-    ru.add_argument("--backend", choices=["process", "docker"], default="process",
-                    help="process: this machine's Python; docker: the training image through "
-                    "SageMaker local mode")
-    ru.add_argument("--image", default="sm-toolkit:latest",
-                    help="training image of the docker backend (built by `make build`)")
+    ru.add_argument(
+        "--request",
+        metavar="FILE",
+        help="a CreateTrainingJob request as JSON (what `aws sagemaker "
+        "create-training-job --cli-input-json` takes; - for stdin), run with --local",
+    )
+    ru.add_argument(
+        "--backend",
+        choices=["process", "docker"],
+        default="process",
+        help="process: this machine's Python; docker: the training image",
+    )
+    ru.add_argument(
+        "--image",
+        help="docker backend: run this image instead of the request's "
+        "TrainingImage (e.g. sm-toolkit:latest from `make build`)",
+    )
     ru.add_argument("--job-name")
     ru.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
-    ru.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a hyperparameter for this run")
+    ru.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a hyperparameter for this run",
+    )
     ru.add_argument("--quiet", action="store_true", help="don't echo the training log")
-    ru.add_argument("--interrupt-after", type=float, metavar="SECONDS",
-                    help="simulate a spot reclaim: SIGTERM the job once its script has "
-                    "run SECONDS, then restart it (checkpoints restore from S3)")
+    ru.add_argument(
+        "--interrupt-after",
+        type=float,
+        metavar="SECONDS",
+        help="simulate a spot reclaim: SIGTERM the job once its script has "
+        "run SECONDS, then restart it (checkpoints restore from S3)",
+    )
 
     t = sub.add_parser("tune", help="run the tuning section: --local on this machine")
     t.add_argument("spec")
@@ -76,20 +120,40 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     # The v2 SDK is pinned on purpose; its deprecation banner and config chatter are noise.
     os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
-    logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
     args = _parser().parse_args(argv)
+    _quiet_logs(args.verbose)
     try:
         return _dispatch(args)
     except ToolkitError as exc:
         if args.debug:
             raise
-        print(f"sm-toolkit: error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return exc.exit_code
     except Exception as exc:  # the SDK's or AWS's own refusal: one line, not a traceback
-        if args.debug or not _is_service_error(exc):
+        if args.debug:
             raise
-        print(f"sm-toolkit: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        kind = "" if _is_service_error(exc) else "internal error (--debug shows where): "
+        _error(f"{kind}{type(exc).__name__}: {exc}")
         return 1
+
+
+def _error(message: str) -> None:
+    from sm_toolkit.errors import elide
+
+    print(elide(f"sm-toolkit: error: {message}", MAX_ERROR_LINE), file=sys.stderr)
+
+
+MAX_ERROR_LINE = 300
+# Loggers that print INFO lines (or the SDK's "No finished training job" warning on every
+# tuning render) that a user did not ask for.
+_NOISY_LOGGERS = ("sagemaker", "sagemaker.config", "botocore", "boto3", "urllib3", "s3transfer")
+
+
+def _quiet_logs(verbose: bool) -> None:
+    if verbose:  # the SDK's and botocore's own lines, with their logger names, on stderr
+        logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s: %(message)s")
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
 
 
 def _is_service_error(exc: Exception) -> bool:
@@ -107,6 +171,16 @@ def _load(path: str):
     return spec
 
 
+def _checked_args(spec, args: argparse.Namespace):
+    """--job-name and --set pass the same validation as the file; the spec with --set."""
+    from sm_toolkit.spec.overrides import apply_overrides, check_job_name
+
+    if getattr(args, "job_name", None):
+        tuning = spec.tuning is not None and args.command in ("render", "launch", "tune")
+        check_job_name(args.job_name, tuning=tuning)
+    return apply_overrides(spec, getattr(args, "set", None) or [])
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from sm_toolkit.local.demo import run_demo
@@ -114,22 +188,27 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_demo()
     if args.command == "serve":
         return _serve(args)
-    spec = _load(args.spec)
+    if args.command == "run" and args.request:
+        if not args.local:
+            raise ConfigError("--request", args.request, "runs with --local (this machine)")
+        return _run_local(_read_request(args.request), args)
+    if args.command == "run" and not args.spec:
+        raise ConfigError("spec", MISSING, "give a job spec, or --request FILE with --local")
+    spec = _checked_args(_load(args.spec), args)  # --set applied, --job-name checked
     if args.command == "validate":
-        kind = "tuning job" if spec.tuning else "training job"
-        print(f"{args.spec}: OK ({kind} {spec.tuning.job_name if spec.tuning else spec.name})")
-        return 0
+        return _validate(spec, args.spec)
     if args.command == "render":
-        from sm_toolkit.aws.render import render
-
-        rendered = render(spec, job_name=args.job_name)
-        print(json.dumps({"Operation": rendered.operation, "Request": rendered.request,
-                          "Uploads": rendered.uploads}, indent=2, sort_keys=True))
-        return 0
+        return _render(spec, args)
     if args.command == "launch" or (args.command == "run" and not args.local):
-        return _launch(spec, args.job_name, wait=args.command == "run" or args.wait)
+        return _launch(
+            spec,
+            args.job_name,
+            wait=args.command == "run" or args.wait,
+            region=getattr(args, "region", None),
+            unique=getattr(args, "unique_name", False),
+        )
     if args.command == "run":
-        return _run_local(spec, args)
+        return _run_local(_spec_request(spec, args), args)
     return _tune(spec, args)
 
 
@@ -142,41 +221,141 @@ def _serve(args: argparse.Namespace) -> int:
                               s3=args.s3, image=args.image))
 
 
-def _launch(spec, job_name: str | None, *, wait: bool) -> int:
-    from sm_toolkit.aws.launch import launch
+def _validate(spec, path: str) -> int:
+    """The spec's own checks, then the request the SDK builds against the API's limits."""
+    from sm_toolkit.aws.render import render
+    from sm_toolkit.spec.rules import debugger_hook_note
 
-    launched = launch(spec, job_name=job_name, wait=wait)
-    status_key = "TrainingJobStatus" if launched.kind == "training" else \
-        "HyperParameterTuningJobStatus"
+    render(spec)
+    note = debugger_hook_note(spec)
+    if note:
+        print(f"sm-toolkit: note: {note}", file=sys.stderr)
+    kind = "tuning job" if spec.tuning else "training job"
+    print(f"{path}: OK ({kind} {spec.tuning.job_name if spec.tuning else spec.name})")
+    return 0
+
+
+def _render(spec, args: argparse.Namespace) -> int:
+    """Print the bare request (JSON or nothing on stdout); uploads are listed on stderr."""
+    from sm_toolkit.aws.render import render, upload_local_inputs
+
+    session = None
+    if args.upload:
+        import boto3
+
+        session = boto3.Session()
+    rendered = render(spec, job_name=args.job_name, boto_session=session)
+    text = json.dumps(rendered.request, indent=2, sort_keys=True, allow_nan=False)
+    if session is not None:
+        upload_local_inputs(spec, args.job_name or _default_name(spec), session)
+    verb = "uploaded" if args.upload else "launch uploads (render --upload writes them)"
+    for uri in rendered.uploads:
+        print(f"sm-toolkit: {verb}: {uri}", file=sys.stderr)
+    print(text)
+    return 0
+
+
+def _default_name(spec) -> str:
+    return spec.tuning.job_name if spec.tuning is not None else spec.name
+
+
+def _launch(
+    spec, job_name: str | None, *, wait: bool, region: str | None = None, unique: bool = False
+) -> int:
+    from sm_toolkit.aws.launch import launch, resolve_region, unique_name
+
+    region = resolve_region(spec, region)
+    if unique:
+        job_name = unique_name(job_name or _default_name(spec), tuning=spec.tuning is not None)
+    print(
+        f"sm-toolkit: launching {job_name or _default_name(spec)} in region {region}",
+        file=sys.stderr,
+    )
+    launched = launch(spec, job_name=job_name, wait=wait, region=region)
+    status_key = (
+        "TrainingJobStatus" if launched.kind == "training" else "HyperParameterTuningJobStatus"
+    )
     print(f"{launched.kind} job {launched.name}: {launched.description.get(status_key)}")
     return 0
 
 
 def _overrides(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError("--set", pair, "KEY=VALUE, e.g. --set epochs=3")
-        out[key] = value
-    return out
+    from sm_toolkit.spec.overrides import parse_overrides
+
+    return parse_overrides(pairs)
 
 
-def _run_local(spec, args: argparse.Namespace) -> int:
-    from sm_toolkit.local.process import dumps, run_job
+def _read_request(path: str) -> dict:
+    """A CreateTrainingJob request from a JSON file (or - for stdin)."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError("--request", path, f"a readable JSON file ({exc.strerror})") from None
+    try:
+        request = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(
+            "--request", path, f"valid JSON ({exc.msg} at line {exc.lineno})"
+        ) from None
+    if not isinstance(request, dict):
+        raise ConfigError("--request", path, "a JSON object: the CreateTrainingJob request")
+    return request
 
+
+def _spec_request(spec, args: argparse.Namespace) -> dict:
+    """The spec's CreateTrainingJob request, as the SDK builds it, made local."""
+    from sm_toolkit.aws.local_request import local_training_request
+
+    request = local_training_request(spec, args.job_name or unique_name(spec.name))
+    args.set = []  # already in the spec: the SDK encoded them with the rest
+    return request
+
+
+def unique_name(base: str) -> str:
+    """``base`` plus a timestamp, as the SDK's base_job_name makes names (63 at most)."""
+    import datetime as dt
+
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d-%H-%M-%S-%f")[:-3]
+    return f"{base[: 63 - len(stamp) - 1].rstrip('-')}-{stamp}"
+
+
+def _run_local(request: dict, args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from sm_toolkit.local.engine import run_training_job
+    from sm_toolkit.local.record import to_json
+    from sm_toolkit.spec.overrides import check_job_name
+
+    request = dict(request)
+    if args.job_name:
+        check_job_name(args.job_name, tuning=False)
+        request["TrainingJobName"] = args.job_name
+    if args.set:
+        request["HyperParameters"] = {**request.get("HyperParameters", {}), **_overrides(args.set)}
+    stop = threading.Event()
+
+    def stop_job(signum, _frame) -> None:  # Ctrl-C or SIGTERM: StopTrainingJob, then report
+        print(f"sm-toolkit: {signal.Signals(signum).name}: stopping the job", file=sys.stderr)
+        stop.set()
+
+    previous = {s: signal.signal(s, stop_job) for s in (signal.SIGINT, signal.SIGTERM)}
     echo = None if args.quiet else (lambda line: print(line, flush=True))
-    kwargs = dict(job_name=args.job_name or spec.name, workdir=args.workdir,
-                  hyperparameters=_overrides(args.set), on_line=echo,
-                  interrupt_after=args.interrupt_after)
-    if args.backend == "docker":
-        from sm_toolkit.local.docker_job import run_job_docker_spec
-
-        result = run_job_docker_spec(spec, image=args.image, **kwargs)
-    else:
-        result = run_job(spec, **kwargs)
-    print(dumps(result))
-    return 0 if result.status == "Completed" else 1
+    try:
+        doc = run_training_job(
+            request,
+            workdir=args.workdir,
+            backend=args.backend,
+            image=args.image,
+            on_line=echo,
+            stop_event=stop,
+            interrupt_after=args.interrupt_after,
+        )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print(to_json(doc))
+    return 0 if doc["TrainingJobStatus"] == "Completed" else 1
 
 
 def _tune(spec, args: argparse.Namespace) -> int:
@@ -190,8 +369,11 @@ def _tune(spec, args: argparse.Namespace) -> int:
         try:
             tuning = TuningSpec.model_validate(data)
         except ValueError:
-            raise ConfigError("--job-name", args.job_name, "at most 32 letters, digits and "
-                              "hyphens (a tuning job name)") from None
+            raise ConfigError(
+                "--job-name",
+                args.job_name,
+                "at most 32 letters, digits and hyphens (a tuning job name)",
+            ) from None
         spec = spec.model_copy(update={"tuning": tuning})
     if not args.local:
         return _launch(spec, args.job_name, wait=False)

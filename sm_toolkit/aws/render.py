@@ -10,15 +10,18 @@ validated against botocore's service model, as boto3 would before sending it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import boto3
+import botocore.loaders
+import botocore.session
 from botocore.awsrequest import AWSResponse
 from botocore.validate import ParamValidator
 from sagemaker.session import Session
 
-from sm_toolkit.aws import sdk_v2
-from sm_toolkit.errors import ToolkitError
+from sm_toolkit.aws import limits, sdk_v2
+from sm_toolkit.errors import ConfigError, ToolkitError
 from sm_toolkit.spec import JobSpec
 
 OPERATIONS = {"train": "CreateTrainingJob", "create_tuning_job": "CreateHyperParameterTuningJob"}
@@ -41,10 +44,22 @@ class _CaptureSession(Session):
         return None
 
 
+@cache
+def _shared_loader() -> botocore.loaders.Loader:
+    return botocore.loaders.create_loader()
+
+
 def offline_boto_session(region: str, uploads: list[str]) -> boto3.Session:
     """A boto3 session that answers S3 calls locally and refuses every other call."""
+    core = botocore.session.Session()
+    # One loader for every render: each SageMaker Session makes ~7 clients, and parsing
+    # their service models again each time is most of a render's time.
+    core.register_component("data_loader", _shared_loader())
     session = boto3.Session(
-        aws_access_key_id="offline", aws_secret_access_key="offline", region_name=region
+        aws_access_key_id="offline",
+        aws_secret_access_key="offline",
+        region_name=region,
+        botocore_session=core,
     )
 
     def record(params, model, **_):
@@ -62,16 +77,50 @@ def offline_boto_session(region: str, uploads: list[str]) -> boto3.Session:
     return session
 
 
-def render(spec: JobSpec, *, job_name: str | None = None) -> Rendered:
-    """The request a launch of this spec sends, validated against botocore's model."""
+def render(
+    spec: JobSpec,
+    *,
+    job_name: str | None = None,
+    boto_session: boto3.Session | None = None,
+    job_name_field: str = "--job-name",
+) -> Rendered:
+    """The request a launch of this spec sends, validated against botocore's model and the
+    model's limits. The user's SageMaker SDK config defaults apply, as they do to launch.
+
+    Offline by default; with ``boto_session`` (a real one) the code upload goes through it
+    to S3, so the request is runnable as printed. Any other AWS call is refused.
+    """
     uploads: list[str] = []
+    if boto_session is None:
+        boto_session = offline_boto_session(spec.region, uploads)
+    else:
+        _refuse_all_but_s3(boto_session, uploads)
     session = sdk_v2.make_session(
-        offline_boto_session(spec.region, uploads),
+        boto_session,
         bucket=spec.bucket,
-        sagemaker_config=sdk_v2.TELEMETRY_OPT_OUT,
+        sagemaker_config=sdk_v2.user_sdk_config(opt_out_telemetry=True),
         session_class=_CaptureSession,
     )
     session.captured = []
+    try:
+        _fit(spec, session, job_name)
+    except OSError as exc:  # source_dir unreadable (a dangling link, a permission)
+        where = exc.filename or spec.source_dir
+        raise ConfigError("source_dir", str(where), f"readable files ({exc.strerror})") from None
+    assert len(session.captured) == 1, session.captured
+    func_name, request = session.captured[0]
+    operation = OPERATIONS[func_name]
+    validate(session, operation, request)
+    limits.check(operation, request, job_name_field=job_name_field if job_name else None)
+    local = [
+        uri
+        for ch, uri in staged_inputs(spec, job_name or _name(spec)).items()
+        if uri != spec.inputs[ch]
+    ]
+    return Rendered(operation, request, uploads + local)
+
+
+def _fit(spec: JobSpec, session: Session, job_name: str | None) -> None:
     estimator = sdk_v2.build_estimator(spec, session)
     inputs = sdk_v2.training_inputs(staged_inputs(spec, job_name or _name(spec)))
     if spec.tuning is None:
@@ -79,11 +128,19 @@ def render(spec: JobSpec, *, job_name: str | None = None) -> Rendered:
     else:
         tuner = sdk_v2.build_tuner(spec, estimator)
         tuner.fit(inputs=inputs, job_name=job_name or spec.tuning.job_name, wait=False)
-    assert len(session.captured) == 1, session.captured
-    func_name, request = session.captured[0]
-    operation = OPERATIONS[func_name]
-    validate(session, operation, request)
-    return Rendered(operation, request, uploads)
+
+
+def _refuse_all_but_s3(session: boto3.Session, uploads: list[str]) -> None:
+    def record(params, model, **_):
+        if model.name == "PutObject" or model.name == "CreateMultipartUpload":
+            uploads.append(f"s3://{params['Bucket']}/{params['Key']}")
+
+    def refuse(model, **_):
+        if model.service_model.service_name != "s3":
+            raise ToolkitError(f"render made an unexpected {model.name} call")
+
+    session.events.register("before-parameter-build.s3.*", record)
+    session.events.register("before-call.*.*", refuse)
 
 
 def _name(spec: JobSpec) -> str:
@@ -97,6 +154,20 @@ def staged_inputs(spec: JobSpec, job_name: str) -> dict[str, str]:
         ch: uri if uri.startswith("s3://") else f"{base}/{job_name}/input/{ch}"
         for ch, uri in spec.inputs.items()
     }
+
+
+def upload_local_inputs(
+    spec: JobSpec, job_name: str, boto_session: boto3.Session
+) -> dict[str, str]:
+    """Upload each local input to where ``staged_inputs`` says; channel -> S3 URI."""
+    targets = staged_inputs(spec, job_name)
+    session = sdk_v2.make_session(boto_session, bucket=spec.bucket)
+    for channel, uri in spec.inputs.items():
+        if uri.startswith("s3://"):
+            continue
+        bucket, _, prefix = targets[channel][len("s3://") :].partition("/")
+        session.upload_data(uri, bucket=bucket, key_prefix=prefix)
+    return targets
 
 
 def validate(session: Session, operation: str, request: dict[str, Any]) -> None:

@@ -63,9 +63,14 @@ _VALIDATOR: list[Any] = []
 
 
 def _install_fast_config_validation() -> None:
+    import sagemaker.config.config
+    import sagemaker.session
     import sagemaker.utils
 
-    sagemaker.utils.validate_sagemaker_config = _validate_config_once
+    # Every module that imported the SDK's function by name (each config lookup, config
+    # loading, and Session(sagemaker_config=...)).
+    for module in (sagemaker.utils, sagemaker.config.config, sagemaker.session):
+        module.validate_sagemaker_config = _validate_config_once
 
 
 def make_session(
@@ -86,6 +91,7 @@ def user_sdk_config(opt_out_telemetry: bool) -> dict[str, Any] | None:
     """The user's own SDK config files, with telemetry opted out when asked."""
     from sagemaker.config import load_sagemaker_config
 
+    _install_fast_config_validation()
     config = load_sagemaker_config() or {}
     if not opt_out_telemetry:
         return config or None
