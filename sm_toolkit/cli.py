@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from sm_toolkit.errors import MISSING, ConfigError, ToolkitError
+from sm_toolkit.errors import MISSING, ConfigError, LocalRunError, ToolkitError
 
 DEFAULT_WORKDIR = Path(".sm-toolkit")
 
@@ -213,8 +213,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from sm_toolkit.endpoint.server import ServeOptions, serve
-
+    try:
+        from sm_toolkit.endpoint.server import ServeOptions, serve
+    except ImportError as exc:  # moto[server] is an extra
+        raise LocalRunError(f"sm-toolkit serve needs moto[server] ({exc}); "
+                            "pip install 'sm-toolkit[serve]'") from None
     if not 0 <= args.port <= 65535:
         raise ConfigError("--port", args.port, "a TCP port, 0-65535 (0 picks a free one)")
     return serve(ServeOptions(port=args.port, backend=args.backend, workdir=args.workdir,

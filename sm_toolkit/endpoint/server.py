@@ -98,10 +98,14 @@ class Endpoint:
         self.server.serve_forever(poll_interval=0.2)
 
     def close(self) -> None:
-        """Stop taking requests, stop running jobs as StopTrainingJob does, keep records."""
-        self.server.shutdown()
+        """Stop running jobs as StopTrainingJob does, keep records, stop serving.
+
+        The server keeps answering until the jobs have ended: a stopped job still uploads
+        its model and checkpoints, to this endpoint's S3."""
+        self.trainings.closing = True
         self.tunings.shutdown()
         self.trainings.shutdown()
+        self.server.shutdown()
         self.store.close()
 
 

@@ -73,6 +73,7 @@ class TrainingJobs:
         self._events = events_factory or _events
         self._live: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self.closing = False  # the server is stopping: no new jobs
 
     def create(
         self,
@@ -92,6 +93,8 @@ class TrainingJobs:
         """
         name = request["TrainingJobName"]
         arn = caller.arn("training-job", name)
+        if self.closing:
+            raise ValidationError("The endpoint is shutting down; it takes no new jobs")
         with self._lock:  # the name check and the insert are one step
             if self.store.training(name) is not None:
                 raise ResourceInUse(f"Training job {arn} already exists")

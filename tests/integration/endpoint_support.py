@@ -6,7 +6,6 @@ the address it bound). Clients reach it through ``AWS_ENDPOINT_URL`` only.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import signal
@@ -23,8 +22,6 @@ USERSCRIPT = ROOT / "tests" / "fixtures" / "userscript"
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 SM_TOOLKIT = Path(sys.executable).with_name("sm-toolkit")
-# Until the local engine lands, the server runs a test fake of it (see endpoint_fake_engine).
-REAL_ENGINE = importlib.util.find_spec("sm_toolkit.local.engine") is not None
 
 
 @dataclass
@@ -48,14 +45,6 @@ def server_env(**extra: str) -> dict[str, str]:
 
 
 def serve_command(workdir: Path | None, *args: str) -> list[str]:
-    if not REAL_ENGINE:
-        return [
-            sys.executable,
-            str(Path(__file__).with_name("endpoint_fake_engine.py")),
-            "--workdir",
-            str(workdir or ".sm-toolkit"),
-            *args,
-        ]
     where = ["--workdir", str(workdir)] if workdir is not None else []
     return [str(SM_TOOLKIT), "serve", *where, *args]
 

@@ -10,7 +10,6 @@ import boto3
 import pytest
 from botocore.validate import ParamValidator
 from endpoint_support import (
-    REAL_ENGINE,
     running_endpoint,
     training_request,
     wait_for_script,
@@ -81,11 +80,10 @@ def test_create_wait_describe(sm, aws, job_bucket, responses):
     assert doc["TrainingJobArn"] == arn
     assert [t["Status"] for t in doc["SecondaryStatusTransitions"]][-1] == "Completed"
     assert doc["TrainingEndTime"] >= doc["CreationTime"]
-    if REAL_ENGINE:
-        model = doc["ModelArtifacts"]["S3ModelArtifacts"]
-        key = model.split(f"s3://{job_bucket}/", 1)[1]
-        assert aws.client("s3").head_object(Bucket=job_bucket, Key=key)["ContentLength"] > 0
-        assert {m["MetricName"] for m in doc["FinalMetricDataList"]} == {"train:loss"}
+    model = doc["ModelArtifacts"]["S3ModelArtifacts"]
+    key = model.split(f"s3://{job_bucket}/", 1)[1]
+    assert aws.client("s3").head_object(Bucket=job_bucket, Key=key)["ContentLength"] > 0
+    assert {m["MetricName"] for m in doc["FinalMetricDataList"]} == {"train:loss"}
     for op, parsed in responses:
         assert_conforms(op, parsed)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import boto3
 import pytest
 import sagemaker
-from endpoint_support import REAL_ENGINE, ROLE, USERSCRIPT, running_endpoint
+from endpoint_support import ROLE, USERSCRIPT, running_endpoint
 from sagemaker.analytics import TrainingJobAnalytics
 from sagemaker.pytorch import PyTorch
 
@@ -33,7 +33,7 @@ def session(endpoint, monkeypatch):
 
 
 def test_pytorch_fit_streams_logs_and_lands_the_model(session, capfd):
-    metric = "train:loss" if REAL_ENGINE else "loss"
+    metric = "train:loss"
     estimator = PyTorch(
         entry_point="train.py",
         source_dir=str(USERSCRIPT),
@@ -54,12 +54,9 @@ def test_pytorch_fit_streams_logs_and_lands_the_model(session, capfd):
     assert "Completed - " in printed  # the status transitions, printed by the SDK
     doc = session.sagemaker_client.describe_training_job(TrainingJobName="sdk-v2-fit")
     assert doc["TrainingJobStatus"] == "Completed"
-    if REAL_ENGINE:
-        bucket, key = estimator.model_data[len("s3://") :].split("/", 1)
-        assert (
-            session.boto_session.client("s3").head_object(Bucket=bucket, Key=key)["ContentLength"]
-            > 0
-        )
+    bucket, key = estimator.model_data[len("s3://") :].split("/", 1)
+    s3 = session.boto_session.client("s3")
+    assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] > 0
     series = TrainingJobAnalytics(
         "sdk-v2-fit", metric_names=[metric], sagemaker_session=session
     ).dataframe()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import boto3
 import pytest
-from endpoint_support import REAL_ENGINE, running_endpoint, training_request, wait_for
+from endpoint_support import running_endpoint, training_request, wait_for
 
 from sm_toolkit.endpoint.training import INTERRUPT_TAG
 
@@ -34,7 +34,6 @@ def spot_request(name: str, after: str) -> dict:
     return request
 
 
-@pytest.mark.skipif(not REAL_ENGINE, reason="the engine interrupts and restarts the job")
 def test_interrupted_once_then_completed(sm):
     sm.create_training_job(**spot_request("spot-once", "0.5"))
     doc = wait_for(

@@ -8,7 +8,7 @@ import socket
 
 import boto3
 import pytest
-from endpoint_support import REAL_ENGINE, running_endpoint, training_request, wait_for_script
+from endpoint_support import running_endpoint, training_request, wait_for_script
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,6 @@ def _port_free(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
-@pytest.mark.skipif(not REAL_ENGINE, reason="runs the real `sm-toolkit serve` command")
 def test_serve_with_defaults_as_typed(tmp_path):
     """``sm-toolkit serve`` with no option: port 8777, workdir ./.sm-toolkit."""
     if not _port_free(8777):

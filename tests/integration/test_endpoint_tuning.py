@@ -8,7 +8,7 @@ import inspect
 
 import boto3
 import pytest
-from endpoint_support import REAL_ENGINE, ROLE, USERSCRIPT, running_endpoint, wait_for
+from endpoint_support import ROLE, USERSCRIPT, running_endpoint, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,7 @@ def _request_driven_tuner() -> bool:
 if not _request_driven_tuner():
     pytest.skip("needs the request-driven local tuner (branch tuner)", allow_module_level=True)
 
-METRIC = "train:loss" if REAL_ENGINE else "loss"
+METRIC = "train:loss"
 
 
 def tuning_request(name: str, bucket: str, *, jobs: int = 3, parallel: int = 2) -> dict:
