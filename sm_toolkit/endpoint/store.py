@@ -18,7 +18,8 @@ from sm_toolkit.endpoint.errors import ResourceInUse
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS training_jobs (
     name TEXT PRIMARY KEY, arn TEXT NOT NULL, tuning_job TEXT,
-    created REAL NOT NULL, request TEXT NOT NULL, document TEXT NOT NULL);
+    created REAL NOT NULL, request TEXT NOT NULL, document TEXT NOT NULL,
+    engine_record TEXT);
 CREATE TABLE IF NOT EXISTS tuning_jobs (
     name TEXT PRIMARY KEY, arn TEXT NOT NULL,
     created REAL NOT NULL, request TEXT NOT NULL, document TEXT NOT NULL);
@@ -52,14 +53,30 @@ class Store:
 
     # training jobs
     def add_training(
-        self, name: str, arn: str, request: dict, document: dict, tuning_job: str | None = None
+        self,
+        name: str,
+        arn: str,
+        request: dict,
+        document: dict,
+        tuning_job: str | None = None,
+        engine_record: str | None = None,
     ) -> None:
         """Record a new job; ResourceInUse if the name is taken (names are unique per
-        account and region, whatever their case on the service: compare as given)."""
+        account and region, whatever their case on the service: compare as given).
+        ``engine_record`` is the engine's own saved document of the job, which changes
+        after the job when its warm pool is reused or ends."""
         try:
             self._run(
-                "INSERT INTO training_jobs VALUES (?, ?, ?, ?, ?, ?)",
-                (name, arn, tuning_job, time.time(), json.dumps(request), json.dumps(document)),
+                "INSERT INTO training_jobs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    name,
+                    arn,
+                    tuning_job,
+                    time.time(),
+                    json.dumps(request),
+                    json.dumps(document),
+                    engine_record,
+                ),
             )
         except sqlite3.IntegrityError:
             raise ResourceInUse(f"Training job {arn} already exists") from None
@@ -74,6 +91,11 @@ class Store:
         """A job's document, or None."""
         rows = self._run("SELECT document FROM training_jobs WHERE name = ?", (name,))
         return json.loads(rows[0][0]) if rows else None
+
+    def engine_record(self, name: str) -> str | None:
+        """Where the engine keeps the job's document, or None."""
+        rows = self._run("SELECT engine_record FROM training_jobs WHERE name = ?", (name,))
+        return rows[0][0] if rows else None
 
     def training_request(self, name: str) -> dict | None:
         """The CreateTrainingJob request a job was made from, or None."""

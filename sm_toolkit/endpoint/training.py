@@ -106,6 +106,10 @@ class TrainingJobs:
                 request,
                 self._document(job.describe(), arn, request),
                 tuning_job=tuning_job,
+                # the engine's documented place for a job's final document
+                engine_record=str(
+                    Path(workdir or self.workdir).resolve() / "jobs" / name / "describe.json"
+                ),
             )
             self.store.add_tags(arn, request.get("Tags", []))
             self._live[name] = job
@@ -168,7 +172,22 @@ class TrainingJobs:
         doc = self.store.training(name)
         if doc is None:
             raise ResourceNotFound("Requested resource not found.")
+        if _pool_may_change(doc):
+            doc = self._refresh(name, doc)
         return doc
+
+    def _refresh(self, name: str, doc: dict) -> dict:
+        """An ended job's document as the engine has it now (its warm pool may have been
+        reused by a later job, or ended)."""
+        path = self.store.engine_record(name)
+        if not path or not Path(path).is_file():
+            return doc
+        from sm_toolkit.local import record
+
+        fresh = self._document(record.load(Path(path)), doc["TrainingJobArn"])
+        if fresh != doc:
+            self.store.set_training(name, fresh)
+        return fresh
 
     def _arn(self, name: str) -> str:
         doc = self.store.training(name)
@@ -178,7 +197,9 @@ class TrainingJobs:
         """Every job's current document (live ones fresh from the engine)."""
         docs = self.store.trainings(tuning_job)
         return [
-            self.describe(d["TrainingJobName"]) if d["TrainingJobName"] in self._live else d
+            self.describe(d["TrainingJobName"])
+            if d["TrainingJobName"] in self._live or _pool_may_change(d)
+            else d
             for d in docs
         ]
 
@@ -241,6 +262,11 @@ class TrainingJobs:
         for name, job in jobs.items():
             final = job.wait(timeout=max(0.0, deadline - time.monotonic()))
             self.store.set_training(name, self._document(final, self._arn(name)))
+
+
+def _pool_may_change(doc: dict) -> bool:
+    pool = (doc.get("WarmPoolStatus") or {}).get("Status")
+    return doc.get("TrainingJobStatus") in _ENDED and pool in ("Available", "InUse")
 
 
 def _start(job: Any, arn: str) -> None:

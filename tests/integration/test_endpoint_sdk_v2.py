@@ -62,3 +62,57 @@ def test_pytorch_fit_streams_logs_and_lands_the_model(session, capfd):
     ).dataframe()
     assert len(series) >= 1 and set(series["metric_name"]) == {metric}
     assert series["value"].min() > 0
+
+
+def test_spot_checkpoints_and_a_warm_pool_the_second_fit_reuses(session):
+    """checkpoint_s3_uri, use_spot_instances + max_wait, keep_alive_period_in_seconds: the
+    second fit takes the first one's warm pool and finds its checkpoint; UpdateTrainingJob
+    with keep-alive 0 ends the pool."""
+
+    def estimator() -> PyTorch:
+        return PyTorch(
+            entry_point="train.py",
+            source_dir=str(USERSCRIPT),
+            role=ROLE,
+            image_uri="sm-toolkit:latest",
+            instance_type="ml.m5.large",
+            instance_count=1,
+            hyperparameters={"epochs": 2},
+            # The script keeps its checkpoints where SM_CHECKPOINT_DIR says (the
+            # toolkit's convention); CheckpointConfig.LocalPath is SageMaker's default.
+            environment={"SM_CHECKPOINT_DIR": "/opt/ml/checkpoints"},
+            checkpoint_s3_uri="s3://sdk-user-bucket/checkpoints/pool",
+            use_spot_instances=True,
+            max_run=600,
+            max_wait=1200,
+            keep_alive_period_in_seconds=300,
+            sagemaker_session=session,
+            disable_profiler=True,
+            debugger_hook_config=False,
+        )
+
+    estimator().fit(wait=True, logs=True, job_name="sdk-v2-pool-1")
+    estimator().fit(wait=True, logs=True, job_name="sdk-v2-pool-2")
+    sm = session.sagemaker_client
+    first = sm.describe_training_job(TrainingJobName="sdk-v2-pool-1")
+    second = sm.describe_training_job(TrainingJobName="sdk-v2-pool-2")
+    assert (
+        first["EnableManagedSpotTraining"]
+        and first["StoppingCondition"]["MaxWaitTimeInSeconds"] == 1200
+    )
+    assert first["WarmPoolStatus"]["Status"] == "Reused"
+    assert first["WarmPoolStatus"]["ReusedByJob"] == "sdk-v2-pool-2"
+    assert second["WarmPoolStatus"]["Status"] == "Available"
+    # The script counts the runs it found in its checkpoint folder: the second found one.
+    keys = [
+        o["Key"]
+        for o in session.boto_session.client("s3").list_objects_v2(
+            Bucket="sdk-user-bucket", Prefix="checkpoints/pool/"
+        )["Contents"]
+    ]
+    assert keys == ["checkpoints/pool/run-0.txt", "checkpoints/pool/run-1.txt"]
+    sm.update_training_job(
+        TrainingJobName="sdk-v2-pool-2", ResourceConfig={"KeepAlivePeriodInSeconds": 0}
+    )
+    ended = sm.describe_training_job(TrainingJobName="sdk-v2-pool-2")["WarmPoolStatus"]
+    assert ended["Status"] == "Terminated"
