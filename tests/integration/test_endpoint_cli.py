@@ -72,6 +72,19 @@ def test_create_describe_wait(aws, tmp_path):
         "sagemaker", "wait", "training-job-completed-or-stopped", "--training-job-name", "cli-ok"
     )
     assert waited.returncode == 0
+    # The log is where AWS keeps it (`aws logs tail` is CLI v2's; v1 has filter-log-events).
+    events = json.loads(
+        aws(
+            "logs",
+            "filter-log-events",
+            "--log-group-name",
+            "/aws/sagemaker/TrainingJobs",
+            "--log-stream-name-prefix",
+            "cli-ok/",
+        ).stdout
+    )["events"]
+    assert any("train:loss=" in e["message"] for e in events)
+    assert {e["logStreamName"].rsplit("-", 1)[0] for e in events} == {"cli-ok/algo-1"}
 
 
 def test_stop_then_wait(aws, tmp_path):
