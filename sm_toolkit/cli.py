@@ -30,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("validate", help="check a spec and print what the SDK will change")
     v.add_argument("spec")
+    _sdk_option(v)
 
     r = sub.add_parser(
         "render",
@@ -43,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         help="upload sourcedir.tar.gz and local inputs to S3 (your AWS settings), "
         "so the printed request runs as is with --cli-input-json",
     )
+    _sdk_option(r)
 
     la = sub.add_parser("launch", help="submit the job (or tuning job) to SageMaker")
     la.add_argument("spec")
@@ -58,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         help="append a timestamp to the job name, as the SDK's base_job_name does "
         "(default: the name as given, which AWS refuses to reuse)",
     )
+    _sdk_option(la)
 
     ru = sub.add_parser("run", help="run the job: --local on this machine, else on SageMaker")
     ru.add_argument("spec", nargs="?", help="the job spec (or give --request)")
@@ -80,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
         "TrainingImage (e.g. sm-toolkit:latest from `make build`)",
     )
     ru.add_argument("--job-name")
+    _sdk_option(ru)
     ru.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     ru.add_argument(
         "--set",
@@ -101,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("spec")
     t.add_argument("--local", action="store_true")
     t.add_argument("--job-name")
+    _sdk_option(t)
     t.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
 
     sub.add_parser("demo", help="train the CNN locally against an embedded S3 (no AWS)")
@@ -115,6 +120,11 @@ def _parser() -> argparse.ArgumentParser:
                     help="embedded: S3 in this process (no AWS account); aws: your own AWS "
                     "settings (clients set AWS_ENDPOINT_URL_SAGEMAKER only)")
     return p
+
+
+def _sdk_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sdk", choices=["v2", "v3"],
+                   help="SageMaker SDK generation (default: the one installed)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,7 +206,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         raise ConfigError("spec", MISSING, "give a job spec, or --request FILE with --local")
     spec = _checked_args(_load(args.spec), args)  # --set applied, --job-name checked
     if args.command == "validate":
-        return _validate(spec, args.spec)
+        return _validate(spec, args.spec, args.sdk)
     if args.command == "render":
         return _render(spec, args)
     if args.command == "launch" or (args.command == "run" and not args.local):
@@ -206,7 +216,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             wait=args.command == "run" or args.wait,
             region=getattr(args, "region", None),
             unique=getattr(args, "unique_name", False),
+            sdk=args.sdk,
         )
+    if args.sdk:  # run/tune --local render through the generation installed: say so if not
+        from sm_toolkit.aws import generation
+
+        generation.resolve(args.sdk)
     if args.command == "run":
         return _run_local(_spec_request(spec, args), args)
     return _tune(spec, args)
@@ -224,18 +239,34 @@ def _serve(args: argparse.Namespace) -> int:
                               s3=args.s3, image=args.image))
 
 
-def _validate(spec, path: str) -> int:
-    """The spec's own checks, then the request the SDK builds against the API's limits."""
+def _validate(spec, path: str, sdk: str | None) -> int:
+    """The spec's own checks, what the SDK generation cannot express, then (with that
+    generation installed) the request the SDK builds against the API's limits."""
+    from sm_toolkit.aws import generation
     from sm_toolkit.aws.render import render
     from sm_toolkit.spec.rules import debugger_hook_note
 
-    render(spec)
+    sdk = _check_generation(spec, sdk)
+    if sdk is not None and sdk == generation.installed():
+        render(spec, sdk=sdk)
     note = debugger_hook_note(spec)
     if note:
         print(f"sm-toolkit: note: {note}", file=sys.stderr)
     kind = "tuning job" if spec.tuning else "training job"
-    print(f"{path}: OK ({kind} {spec.tuning.job_name if spec.tuning else spec.name})")
+    name = spec.tuning.job_name if spec.tuning else spec.name
+    print(f"{path}: OK ({kind} {name}{', SDK ' + sdk if sdk else ''})")
     return 0
+
+
+def _check_generation(spec, sdk: str | None) -> str | None:
+    """The generation a spec is checked against (``--sdk``, else the one installed, else
+    none): v3 refuses what it cannot express, in one line."""
+    from sm_toolkit.aws import generation, mapping
+
+    sdk = sdk or generation.installed()
+    if sdk == "v3":
+        mapping.check_v3(spec)
+    return sdk
 
 
 def _render(spec, args: argparse.Namespace) -> int:
@@ -247,7 +278,7 @@ def _render(spec, args: argparse.Namespace) -> int:
         import boto3
 
         session = boto3.Session()
-    rendered = render(spec, job_name=args.job_name, boto_session=session)
+    rendered = render(spec, job_name=args.job_name, boto_session=session, sdk=args.sdk)
     text = json.dumps(rendered.request, indent=2, sort_keys=True, allow_nan=False)
     if session is not None:
         upload_local_inputs(spec, args.job_name or _default_name(spec), session)
@@ -263,7 +294,13 @@ def _default_name(spec) -> str:
 
 
 def _launch(
-    spec, job_name: str | None, *, wait: bool, region: str | None = None, unique: bool = False
+    spec,
+    job_name: str | None,
+    *,
+    wait: bool,
+    region: str | None = None,
+    unique: bool = False,
+    sdk: str | None = None,
 ) -> int:
     from sm_toolkit.aws.launch import launch, resolve_region, unique_name
 
@@ -274,7 +311,7 @@ def _launch(
         f"sm-toolkit: launching {job_name or _default_name(spec)} in region {region}",
         file=sys.stderr,
     )
-    launched = launch(spec, job_name=job_name, wait=wait, region=region)
+    launched = launch(spec, job_name=job_name, wait=wait, region=region, sdk=sdk)
     status_key = (
         "TrainingJobStatus" if launched.kind == "training" else "HyperParameterTuningJobStatus"
     )
@@ -379,7 +416,7 @@ def _tune(spec, args: argparse.Namespace) -> int:
             ) from None
         spec = spec.model_copy(update={"tuning": tuning})
     if not args.local:
-        return _launch(spec, args.job_name, wait=False)
+        return _launch(spec, args.job_name, wait=False, sdk=args.sdk)
     from sm_toolkit.local.tuning import run_local_tuning
 
     result = run_local_tuning(spec, workdir=args.workdir)

@@ -15,7 +15,7 @@ from typing import Any
 
 import boto3
 
-from sm_toolkit.aws import sdk_v2
+from sm_toolkit.aws import generation
 from sm_toolkit.aws.render import render, upload_local_inputs
 from sm_toolkit.errors import MISSING, ConfigError
 from sm_toolkit.spec import JobSpec
@@ -47,12 +47,15 @@ def resolve_region(spec: JobSpec, region: str | None = None) -> str:
 
 
 def unique_name(base: str, *, tuning: bool) -> str:
-    """``base`` plus a timestamp, cut to the API's length, as the SDK's base_job_name does."""
-    from sagemaker.utils import name_from_base
+    """``base`` plus a timestamp, cut to the API's length, the way the SDK's base_job_name
+    makes names (training: 63 characters, ``-%Y-%m-%d-%H-%M-%S-%f`` to the millisecond;
+    tuning: 32, ``-%y%m%d-%H%M``). Written here so that it needs neither SDK generation."""
+    import datetime as dt
 
-    if tuning:  # tuning job names: at most 32 characters, the SDK's short timestamp
-        return name_from_base(base, max_length=32, short=True)
-    return name_from_base(base)
+    now = dt.datetime.now(dt.timezone.utc)
+    stamp = now.strftime("%y%m%d-%H%M") if tuning else now.strftime("%Y-%m-%d-%H-%M-%S-%f")[:-3]
+    limit = 32 if tuning else 63
+    return f"{base[: limit - len(stamp) - 1].rstrip('-')}-{stamp}"
 
 
 def launch(
@@ -62,41 +65,36 @@ def launch(
     wait: bool = False,
     region: str | None = None,
     unique: bool = False,
+    sdk: str | None = None,
 ) -> Launched:
     """Check the request offline, upload local inputs, then create the job.
 
     ``unique`` appends a timestamp to the name (a second launch of one spec would otherwise
-    reuse the name, which AWS refuses)."""
+    reuse the name, which AWS refuses). ``sdk`` picks the generation (default: the one
+    installed); under v3 the SDK names the training job ``<name>-<timestamp>`` itself."""
+    sdk = generation.resolve(sdk)
     name = job_name or (spec.tuning.job_name if spec.tuning else spec.name)
     if unique:
         name = unique_name(name, tuning=spec.tuning is not None)
     region = resolve_region(spec, region)
     # The same request, validated before anything is sent.
-    render(spec, job_name=name, job_name_field="--job-name" if job_name else _name_field(spec))
-    custom_endpoint = any(os.environ.get(v) for v in ENDPOINT_VARS)
-    session = sdk_v2.make_session(
-        boto3.Session(region_name=region),
-        bucket=spec.bucket,
-        sagemaker_config=sdk_v2.user_sdk_config(custom_endpoint),
+    render(
+        spec,
+        job_name=name,
+        job_name_field="--job-name" if job_name else _name_field(spec),
+        sdk=sdk,
     )
-    inputs = upload_local_inputs(spec, name, session.boto_session)
-    estimator = sdk_v2.build_estimator(spec, session)
-    client = session.sagemaker_client
-    if spec.tuning is None:
-        estimator.fit(
-            inputs=sdk_v2.training_inputs(inputs),
-            job_name=name,
-            wait=wait,
-            logs="All" if wait else "None",
-        )
-        desc = client.describe_training_job(TrainingJobName=name)
-        return Launched("training", name, desc, region)
-    tuner = sdk_v2.build_tuner(spec, estimator)
-    tuner.fit(inputs=sdk_v2.training_inputs(inputs), job_name=name, wait=False)
-    if wait:
-        tuner.wait()
-    desc = client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
-    return Launched("tuning", name, desc, region)
+    custom_endpoint = any(os.environ.get(v) for v in ENDPOINT_VARS)
+    boto_session = boto3.Session(region_name=region)
+    inputs = upload_local_inputs(spec, name, boto_session)
+    if sdk == "v3":
+        from sm_toolkit.aws import sdk_v3 as sdk_module
+    else:
+        from sm_toolkit.aws import sdk_v2 as sdk_module
+    kind, created, desc = sdk_module.launch_job(
+        spec, boto_session, inputs, name, wait=wait, opt_out_telemetry=custom_endpoint
+    )
+    return Launched(kind, created, desc, region)
 
 
 def _name_field(spec: JobSpec) -> str:
