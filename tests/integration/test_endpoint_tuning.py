@@ -128,3 +128,42 @@ def test_refused_tuning_request_and_unknown_job(sm):
         sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="ep-none")
     with pytest.raises(sm.exceptions.ResourceNotFound):
         sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName="ep-none")
+
+
+def test_stopping_a_tuning_job_stops_its_trials(sm):
+    request = tuning_request("ep-tune-stop", "tune-bucket", jobs=4, parallel=2)
+    request["TrainingJobDefinition"]["StaticHyperParameters"]["mode"] = '"sleep"'
+    sm.create_hyper_parameter_tuning_job(**request)
+    wait_for(
+        lambda: (
+            len(
+                sm.list_training_jobs_for_hyper_parameter_tuning_job(
+                    HyperParameterTuningJobName="ep-tune-stop"
+                )["TrainingJobSummaries"]
+            )
+            == 2
+        ),
+        timeout=120,
+    )
+    sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName="ep-tune-stop")
+    doc = wait_for(
+        lambda: (
+            (
+                d := sm.describe_hyper_parameter_tuning_job(
+                    HyperParameterTuningJobName="ep-tune-stop"
+                )
+            )["HyperParameterTuningJobStatus"]
+            == "Stopped"
+            and d
+        ),
+        timeout=120,
+        every=0.5,
+    )
+    assert doc["TrainingJobStatusCounters"]["Stopped"] == 2
+    assert doc["TrainingJobStatusCounters"]["InProgress"] == 0
+    trials = sm.list_training_jobs_for_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName="ep-tune-stop"
+    )["TrainingJobSummaries"]
+    assert len(trials) == 2  # no trial started after the stop
+    with pytest.raises(sm.exceptions.ClientError, match="status Stopped"):
+        sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName="ep-tune-stop")
