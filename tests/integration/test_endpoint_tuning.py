@@ -167,3 +167,42 @@ def test_stopping_a_tuning_job_stops_its_trials(sm):
     assert len(trials) == 2  # no trial started after the stop
     with pytest.raises(sm.exceptions.ClientError, match="status Stopped"):
         sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName="ep-tune-stop")
+
+
+def test_sdk_v2_hyperparameter_tuner(sm, monkeypatch):
+    """HyperparameterTuner(...).fit(), .best_training_job(), .analytics().dataframe()."""
+    import sagemaker
+    from sagemaker.pytorch import PyTorch
+    from sagemaker.tuner import ContinuousParameter, HyperparameterTuner
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", sm.meta.endpoint_url)
+    session = sagemaker.Session(
+        boto_session=boto3.Session(region_name="us-east-1"), default_bucket="tune-bucket"
+    )
+    estimator = PyTorch(
+        entry_point="train.py",
+        source_dir=str(USERSCRIPT),
+        role=ROLE,
+        image_uri="sm-toolkit:latest",
+        instance_type="ml.m5.large",
+        instance_count=1,
+        hyperparameters={"epochs": 2},
+        sagemaker_session=session,
+        disable_profiler=True,
+        debugger_hook_config=False,
+    )
+    tuner = HyperparameterTuner(
+        estimator,
+        objective_metric_name=METRIC,
+        objective_type="Minimize",
+        hyperparameter_ranges={"scale": ContinuousParameter(0.5, 5)},
+        metric_definitions=[{"Name": METRIC, "Regex": METRIC + r"=([0-9.]+)"}],
+        max_jobs=2,
+        max_parallel_jobs=2,
+        strategy="Random",
+    )
+    tuner.fit(wait=True, job_name="ep-sdk-tune")
+    frame = tuner.analytics().dataframe()
+    assert len(frame) == 2 and frame["TrainingJobStatus"].eq("Completed").all()
+    best = frame.sort_values("FinalObjectiveValue").iloc[0]["TrainingJobName"]
+    assert tuner.best_training_job() == best
