@@ -246,11 +246,18 @@ class TrainingJobs:
                     "ended; this one is " + doc["TrainingJobStatus"]
                 )
             try:
-                new = update_training_job(self.workdir, name, keep_alive, backend=self.backend)
+                new = update_training_job(
+                    self._engine_workdir(name), name, keep_alive, backend=self.backend
+                )
             except ToolkitError as exc:
                 raise ValidationError(str(exc)) from None
             self.store.set_training(name, self._document(new, doc["TrainingJobArn"]))
         return {"TrainingJobArn": doc["TrainingJobArn"]}
+
+    def _engine_workdir(self, name: str) -> Path:
+        # <workdir>/jobs/<name>/describe.json: a tuning trial's workdir is its tuning job's
+        record = self.store.engine_record(name)
+        return Path(record).parents[2] if record else self.workdir
 
     def shutdown(self, timeout: float = 60.0) -> None:
         """Stop every running job as StopTrainingJob would and wait for their records."""
