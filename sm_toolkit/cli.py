@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from sm_toolkit.errors import MISSING, ConfigError, ToolkitError
+from sm_toolkit.errors import MISSING, ConfigError, LocalRunError, ToolkitError
 
 DEFAULT_WORKDIR = Path(".sm-toolkit")
 
@@ -109,6 +109,16 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
 
     sub.add_parser("demo", help="train the CNN locally against an embedded S3 (no AWS)")
+
+    se = sub.add_parser("serve", help="a local SageMaker endpoint on 127.0.0.1: clients with "
+                        "AWS_ENDPOINT_URL set run their training and tuning jobs here")
+    se.add_argument("--port", type=int, default=8777, help="0 picks a free port")
+    se.add_argument("--backend", choices=["process", "docker"], default="process")
+    se.add_argument("--image", help="docker backend: run this image instead of TrainingImage")
+    se.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    se.add_argument("--s3", choices=["embedded", "aws"], default="embedded",
+                    help="embedded: S3 in this process (no AWS account); aws: your own AWS "
+                    "settings (clients set AWS_ENDPOINT_URL_SAGEMAKER only)")
     return p
 
 
@@ -186,6 +196,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from sm_toolkit.local.demo import run_demo
 
         return run_demo()
+    if args.command == "serve":
+        return _serve(args)
     if args.command == "run" and args.request:
         if not args.local:
             raise ConfigError("--request", args.request, "runs with --local (this machine)")
@@ -213,6 +225,18 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         return _run_local(_spec_request(spec, args), args)
     return _tune(spec, args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from sm_toolkit.endpoint.server import ServeOptions, serve
+    except ImportError as exc:  # moto[server] is an extra
+        raise LocalRunError(f"sm-toolkit serve needs moto[server] ({exc}); "
+                            "pip install 'sm-toolkit[serve]'") from None
+    if not 0 <= args.port <= 65535:
+        raise ConfigError("--port", args.port, "a TCP port, 0-65535 (0 picks a free one)")
+    return serve(ServeOptions(port=args.port, backend=args.backend, workdir=args.workdir,
+                              s3=args.s3, image=args.image))
 
 
 def _validate(spec, path: str, sdk: str | None) -> int:
