@@ -174,9 +174,14 @@ def _tune(spec, args: argparse.Namespace) -> int:
         spec = spec.model_copy(update={"tuning": tuning})
     if not args.local:
         return _launch(spec, args.job_name, wait=False)
+    from sm_toolkit.aws.local_request import localize_request
+    from sm_toolkit.aws.render import render
     from sm_toolkit.local.tuning import run_local_tuning
 
-    result = run_local_tuning(spec, workdir=args.workdir)
+    # The local side runs the request, never the spec: render it as a launch would, then
+    # point code and local channels at this machine as SageMaker local mode does.
+    request = localize_request(render(spec, job_name=args.job_name).request, spec)
+    result = run_local_tuning(request, workdir=args.workdir)
     if result.best is None:
         print(f"sm-toolkit: tuning job {result.job_name}: no trial completed", file=sys.stderr)
         return 1
