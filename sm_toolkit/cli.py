@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--local", action="store_true")
     t.add_argument("--job-name")
     t.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    t.add_argument("--resume", action="store_true",
+                   help="continue a local tuning job that was killed: only the remaining "
+                   "trials run (its study is <workdir>/tuning/<job>/study.db)")
 
     sub.add_parser("demo", help="train the CNN locally against an embedded S3 (no AWS)")
     return p
@@ -173,6 +176,8 @@ def _tune(spec, args: argparse.Namespace) -> int:
                               "hyphens (a tuning job name)") from None
         spec = spec.model_copy(update={"tuning": tuning})
     if not args.local:
+        if args.resume:
+            raise ConfigError("--resume", True, "only with --local (a local tuning job)")
         return _launch(spec, args.job_name, wait=False)
     from sm_toolkit.aws.local_request import localize_request
     from sm_toolkit.aws.render import render
@@ -181,7 +186,7 @@ def _tune(spec, args: argparse.Namespace) -> int:
     # The local side runs the request, never the spec: render it as a launch would, then
     # point code and local channels at this machine as SageMaker local mode does.
     request = localize_request(render(spec, job_name=args.job_name).request, spec)
-    result = run_local_tuning(request, workdir=args.workdir)
+    result = run_local_tuning(request, workdir=args.workdir, resume=args.resume)
     if result.best is None:
         print(f"sm-toolkit: tuning job {result.job_name}: no trial completed", file=sys.stderr)
         return 1

@@ -31,7 +31,7 @@ def _tune(tmp_path, runner=None, **kwargs):
 
 
 def test_random_runs_max_jobs_with_at_most_max_parallel_at_once(tmp_path):
-    runner = FakeRunner(epoch_seconds=0.02)
+    runner = FakeRunner(epoch_seconds=0.1)
     result, runner, lines = _tune(tmp_path, runner, max_jobs=6, max_parallel_jobs=3)
     assert len(result.trials) == 6 and result.stop_reason == "MaxNumberOfTrainingJobsReached"
     assert runner.max_active == 3

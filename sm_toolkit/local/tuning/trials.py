@@ -28,6 +28,8 @@ from sm_toolkit.local.tuning.request import decode_value
 from sm_toolkit.local.tuning.trial_job import trial_request
 
 RunJob = Callable[..., Any]
+# The optuna user attribute holding a finished trial's record (what a resume reads back).
+RECORD_ATTR = "record"
 
 
 def trial_name(tuning_job_name: str, index: int) -> str:
@@ -79,6 +81,9 @@ class TrialContext:
     objective_metric: str
     objective_regex: str
     prune: bool = False
+    # Set when the tuning job itself is interrupted (Ctrl-C): trials it stopped are not
+    # results, so they are not recorded and a resume runs them again.
+    interrupted: threading.Event = field(default_factory=threading.Event)
 
 
 class _ObjectiveWatch:
@@ -141,10 +146,15 @@ def run_trial(
         record.failure_reason = f"{type(exc).__name__}: {exc}"
         record.intermediate = list(watch.values)
         record.seconds = time.monotonic() - started
+        trial.set_user_attr(RECORD_ATTR, record.to_dict())
         study.tell(trial, state=TrialState.FAIL)
         return record
     _fill_from_document(record, document, watch, ctx.objective_metric)
     record.seconds = time.monotonic() - started
+    if ctx.interrupted.is_set():
+        study.tell(trial, state=TrialState.FAIL)
+        return record
+    trial.set_user_attr(RECORD_ATTR, record.to_dict())
     study.tell(trial, **_tell_args(record))
     return record
 

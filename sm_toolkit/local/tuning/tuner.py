@@ -20,7 +20,7 @@ from typing import Any
 
 import optuna
 
-from sm_toolkit.local.tuning import report, search, store
+from sm_toolkit.local.tuning import report, search, store, study_store
 from sm_toolkit.local.tuning.completion import CompletionTracker
 from sm_toolkit.local.tuning.request import (
     TuningConfig,
@@ -76,6 +76,7 @@ def run_local_tuning(
     run_job: Callable[..., dict] = _default_run_job,
     sagemaker_client_factory: Callable[[], Any] = _default_client,
     log: Log = print,
+    resume: bool = False,
 ) -> TuningResult:
     """Run a CreateHyperParameterTuningJob request locally; write results.json, the
     leaderboard and plots.
@@ -92,6 +93,8 @@ def run_local_tuning(
         sagemaker_client_factory: makes the boto3 SageMaker client used only for warm-start
             parents that are not in the local store.
         log: receives one progress line per trial start and finish, and the leaderboard.
+        resume: continue the job's study (``study.db`` in its folder) left by a run that was
+            killed: finished trials are kept, only the remaining ones run.
     """
     tuning = read_tuning_request(request)
     out_dir = store.tuning_dir(Path(workdir), tuning.job_name)
@@ -106,11 +109,15 @@ def run_local_tuning(
         prune=tuning.hyperband is not None or tuning.early_stopping == "Auto",
     )
     with _quiet_optuna():
-        study = search.make_study(tuning)
-        n_parent = 0
-        if tuning.warm_start is not None:
+        opened = study_store.open_study(tuning, request, out_dir, resume=resume)
+        if opened.resumed:
+            log(
+                f"[tune] {tuning.job_name}: resuming, {len(opened.records)} trials finished"
+                + (f", {opened.interrupted} interrupted (run again)" if opened.interrupted else "")
+            )
+        elif tuning.warm_start is not None:
             summary = warm_start(
-                study,
+                opened.study,
                 space,
                 tuning,
                 static,
@@ -118,8 +125,10 @@ def run_local_tuning(
                 client_factory=sagemaker_client_factory,
                 log=log,
             )
-            n_parent = summary.added
-        records, tracker, stop_reason = _run_trials(ctx, study, space, tuning, log)
+            study_store.note_parent_trials(opened.study, summary.added)
+            opened.parent_trials = summary.added
+        records, tracker, stop_reason = _run_trials(ctx, opened, space, tuning, log)
+    n_parent = opened.parent_trials
     document = store.tuning_document(
         tuning=tuning,
         static_hyperparameters=static,
@@ -198,12 +207,14 @@ def _quiet_optuna() -> Iterator[None]:
         optuna.logging.set_verbosity(level)
 
 
-def _run_trials(ctx, study, space, tuning, log: Log):
+def _run_trials(ctx, opened: study_store.OpenedStudy, space, tuning, log: Log):
     max_jobs = tuning.max_jobs if tuning.max_jobs is not None else float("inf")
     tracker = CompletionTracker(tuning)
-    records: list[TrialRecord] = []
+    records: list[TrialRecord] = list(opened.records)
+    for record in records:  # a resumed job's finished trials, replayed in launch order
+        tracker.update(record)
     running: dict[Future, threading.Event] = {}
-    launched, stop_reason = 0, "MaxNumberOfTrainingJobsReached"
+    launched, index = len(records), opened.next_index
     with ThreadPoolExecutor(max_workers=tuning.max_parallel_jobs) as pool:
         try:
             while True:
@@ -212,9 +223,9 @@ def _run_trials(ctx, study, space, tuning, log: Log):
                     and launched < max_jobs
                     and (len(running) < tuning.max_parallel_jobs)
                 ):
-                    launched += 1
-                    future, stop = _launch(pool, ctx, study, space, launched, tuning.job_name, log)
+                    future, stop = _launch(pool, ctx, opened.study, space, index, tuning, log)
                     running[future] = stop
+                    launched, index = launched + 1, index + 1
                 if not running:
                     break
                 done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
@@ -230,18 +241,20 @@ def _run_trials(ctx, study, space, tuning, log: Log):
                     for stop in running.values():
                         stop.set()
         except KeyboardInterrupt:
+            ctx.interrupted.set()
             for stop in running.values():
                 stop.set()
             raise
-    stop_reason = tracker.reason or stop_reason
+    stop_reason = tracker.reason or "MaxNumberOfTrainingJobsReached"
     return sorted(records, key=lambda r: r.index), tracker, stop_reason
 
 
-def _launch(pool, ctx, study, space, index: int, job_name: str, log: Log):
+def _launch(pool, ctx, study, space, index: int, tuning, log: Log):
     trial = study.ask(dict(space.distributions))
     tuned_values = space.decode(trial.params)
-    name = trial_name(job_name, index)
+    name = trial_name(tuning.job_name, index)
     trial.set_user_attr("training_job_name", name)
+    trial.set_user_attr("trial_index", index)
     stop = threading.Event()
     shown = " ".join(f"{k}={report._cell(decode_value(v))}" for k, v in tuned_values.items())
     log(f"[tune] {name} started   {shown}")
