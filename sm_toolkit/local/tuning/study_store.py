@@ -68,10 +68,10 @@ def open_study(
     tuning: TuningConfig, request: Mapping[str, Any], out_dir: Path, *, resume: bool
 ) -> OpenedStudy:
     """Create the job's study (replacing an old one), or load it for ``resume``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / STUDY_FILE
     settings = json.dumps(request[CONFIG], sort_keys=True, default=str)
     if not resume:
+        out_dir.mkdir(parents=True, exist_ok=True)
         for stale in (
             path,
             path.with_name(STUDY_FILE + "-wal"),
