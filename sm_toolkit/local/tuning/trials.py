@@ -4,9 +4,9 @@ watched through its log lines.
 The objective is read the way SageMaker reads it: the objective's metric-definition regex
 applied to every log line; each value is an intermediate result (step 1, 2, ... in the order
 printed), and the final objective is the job's FinalMetricDataList value (else the last one).
-Intermediate values go to the optuna trial as they arrive,
-and when the study's pruner says so the trial's ``stop_event`` is set (the runner then sends
-SIGTERM and the job ends as ``Stopped``, as an early-stopped SageMaker training job does).
+Intermediate values go to the optuna trial as they arrive, and when the study's pruner says
+so the trial's ``stop_event`` is set (the engine then stops the job like StopTrainingJob and
+it ends ``Stopped``, as an early-stopped SageMaker training job does).
 """
 
 from __future__ import annotations
