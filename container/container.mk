@@ -64,7 +64,7 @@ container-context:
 	cp -al $(SMC_WHEELS) $(SMC_CONTEXT)/wheelhouse
 	rm -f $(SMC_CONTEXT)/wheelhouse/.deps-stamp $(SMC_CONTEXT)/wheelhouse/sm_toolkit-*.whl
 	cd $(SMC_ROOT)/container && cp requirements.txt constraints.txt $(SMC_CONTEXT)/ \
-	  && cp launcher.py train_entry.py entry.sh $(SMC_CONTEXT)/project/bin/
+	  && cp entry.sh $(SMC_CONTEXT)/project/bin/
 	chmod 755 $(SMC_CONTEXT)/project/bin/entry.sh
 	if [ -d $(SMC_ROOT)/entrypoints ]; then \
 	  cp -r $(SMC_ROOT)/entrypoints/. $(SMC_CONTEXT)/project/entrypoints/; fi

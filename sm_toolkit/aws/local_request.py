@@ -1,43 +1,44 @@
-"""A rendered request made local, the way SageMaker local mode makes it.
+"""A rendered request made runnable on this machine, as SageMaker local mode does it.
 
-``render`` produces the request a launch sends: the code as ``s3://.../sourcedir.tar.gz``
-and local input folders as the S3 prefixes a launch would upload them to. For a run on this
-machine nothing is uploaded; as in SageMaker local mode (``instance_type="local"``), the
-code is named by ``sagemaker_submit_directory = "\\"file:///abs/source_dir\\""`` and each
-local channel by ``S3Uri = file:///abs/path``. Works on both request shapes:
-CreateTrainingJob (``HyperParameters``) and CreateHyperParameterTuningJob
-(``TrainingJobDefinition.StaticHyperParameters``). Pure: returns a new dict.
+``render`` gives the request a launch would send: its code is ``sourcedir.tar.gz`` under
+``output_path`` and its local inputs are uploaded first. For a local run nothing needs to be
+uploaded: the code location becomes ``file://<source_dir>`` and a local input's channel URI
+``file://<path>`` (SageMaker local mode's ``local_code`` convention, which the local engine
+reads). Everything else of the request is left exactly as the SDK built it. Pure.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
+from sm_toolkit import contract
 from sm_toolkit.spec import JobSpec
-
-SUBMIT_DIRECTORY = "sagemaker_submit_directory"
-
-
-def file_uri(path: str | Path) -> str:
-    """``file:///abs/path`` as local mode writes it (no percent-encoding)."""
-    return "file://" + str(Path(path).resolve())
 
 
 def localize_request(request: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
-    """``request`` with the spec's local code and local input folders as file:// URIs."""
+    """A CreateTrainingJob or CreateHyperParameterTuningJob request with local code/inputs."""
     out = copy.deepcopy(request)
-    job = out.get("TrainingJobDefinition", out)  # the tuning shape nests the training job
-    hyperparameters = job.get("StaticHyperParameters", job.get("HyperParameters"))
-    if spec.source_dir is not None and hyperparameters is not None:
-        # Framework hyperparameters are JSON-encoded strings: the URI in quotes.
-        hyperparameters[SUBMIT_DIRECTORY] = json.dumps(file_uri(spec.source_dir))
-    local_inputs = {ch: uri for ch, uri in spec.inputs.items() if not uri.startswith("s3://")}
-    for channel in job.get("InputDataConfig") or []:
-        source = local_inputs.get(channel["ChannelName"])
-        s3 = channel.get("DataSource", {}).get("S3DataSource")
-        if source is not None and s3 is not None:
-            s3["S3Uri"] = file_uri(source)
+    job = out.get("TrainingJobDefinition", out)  # a tuning request carries the job inside
+    hps = job.get("StaticHyperParameters" if "TrainingJobDefinition" in out else "HyperParameters")
+    if hps is not None and contract.HP_SUBMIT_DIRECTORY in hps and spec.source_dir:
+        hps[contract.HP_SUBMIT_DIRECTORY] = json.dumps(f"file://{spec.source_dir}")
+    local = {ch: uri for ch, uri in spec.inputs.items() if not uri.startswith("s3://")}
+    for channel in job.get("InputDataConfig", []):
+        if channel["ChannelName"] in local:
+            source = channel["DataSource"]["S3DataSource"]
+            source["S3Uri"] = f"file://{local[channel['ChannelName']]}"
     return out
+
+
+def local_training_request(
+    spec: JobSpec, job_name: str, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The spec's CreateTrainingJob request as the SDK builds it (with hyperparameter
+    ``overrides``, encoded by the SDK like the rest), made local."""
+    from sm_toolkit.aws.render import render  # the SDK is heavy: only when a spec is rendered
+
+    hps = {**spec.hyperparameters, **(overrides or {})}
+    single = spec.model_copy(update={"tuning": None, "hyperparameters": hps})
+    return localize_request(render(single, job_name=job_name).request, single)

@@ -1,13 +1,14 @@
 """``make demo``: train the CNN locally, with S3 served by an embedded moto on 127.0.0.1.
 
-No AWS account and no network: the demo points every AWS client at its own moto server,
-uploads scikit-learn's digits as the ``train`` channel, runs examples/cnn-local.yaml
-through the SageMaker container contract, and prints the metrics and artifacts.
+No AWS account and no network: every AWS client points at the embedded moto, scikit-learn's
+digits are uploaded as the ``train`` channel, and examples/cnn-local.yaml runs through the
+local engine (spec -> the SDK's CreateTrainingJob request -> engine -> process backend),
+which prints the DescribeTrainingJob document, the metrics and the artifacts.
 """
 
 from __future__ import annotations
 
-import os
+import io
 import tarfile
 import tempfile
 from pathlib import Path
@@ -18,38 +19,20 @@ ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "examples" / "cnn-local.yaml"
 
 
-def _start_s3() -> object:
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    for name in ("werkzeug", "botocore", "moto"):  # request logs would drown the training log
-        logging.getLogger(name).setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    os.environ.update(
-        {
-            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-            "AWS_ACCESS_KEY_ID": "demo",
-            "AWS_SECRET_ACCESS_KEY": "demo",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_EC2_METADATA_DISABLED": "true",
-        }
-    )
-    return server
-
-
 def run_demo(workdir: Path = Path(".sm-toolkit/demo")) -> int:
     """Run the demo; returns the process exit code."""
     import boto3
 
-    from sm_toolkit.local.process import dumps, run_job
+    from sm_toolkit.aws.local_request import local_training_request
+    from sm_toolkit.cli import unique_name
+    from sm_toolkit.local.embedded_aws import start_moto
+    from sm_toolkit.local.engine import run_training_job
+    from sm_toolkit.local.record import to_json
     from sm_toolkit.local.s3 import split_uri
     from sm_toolkit.train.datasets import write_digits_npz
 
     spec = load_spec(SPEC)
-    server = _start_s3()
+    server, endpoint = start_moto()
     try:
         s3 = boto3.client("s3", region_name=spec.region)
         bucket, prefix = split_uri(spec.inputs["train"])
@@ -58,36 +41,36 @@ def run_demo(workdir: Path = Path(".sm-toolkit/demo")) -> int:
             data = write_digits_npz(Path(tmp))
             s3.upload_file(str(data), bucket, f"{prefix}/{data.name}")
         print(
-            f"[demo] moto S3 on {os.environ['AWS_ENDPOINT_URL']}; uploaded digits to "
-            f"{spec.inputs['train']}; running {SPEC.name} locally",
+            f"[demo] moto S3 on {endpoint}; uploaded digits to {spec.inputs['train']}; "
+            f"running {SPEC.name} locally",
             flush=True,
         )
-        result = run_job(
-            spec, job_name=spec.name, workdir=workdir, on_line=lambda line: print(line, flush=True)
+        request = local_training_request(spec, unique_name(spec.name))
+        doc = run_training_job(
+            request, workdir=workdir, on_line=lambda text: print(text, flush=True)
         )
-        print(dumps(result))
-        if result.status != "Completed":
-            print(f"[demo] job {result.status}: {result.failure_reason}")
+        print(to_json(doc))
+        if doc["TrainingJobStatus"] != "Completed":
+            print(f"[demo] job {doc['TrainingJobStatus']}: {doc.get('FailureReason')}")
             return 1
-        _show_artifacts(s3, result)
+        _show_artifacts(s3, doc)
         return 0
     finally:
         server.stop()
 
 
-def _show_artifacts(s3, result) -> None:
+def _show_artifacts(s3, doc: dict) -> None:
     from sm_toolkit.local.s3 import split_uri
 
-    bucket, key = split_uri(result.model_artifacts)
+    bucket, key = split_uri(doc["ModelArtifacts"]["S3ModelArtifacts"])
     listing = s3.list_objects_v2(Bucket=bucket, Prefix=key.rsplit("/", 1)[0])
     for obj in listing.get("Contents", []):
         print(f"[demo] s3://{bucket}/{obj['Key']} ({obj['Size']} bytes, in moto)")
-    with tarfile.open(result.base_dir.parent / "output.tar.gz") as tar:
+    body = s3.get_object(Bucket=bucket, Key=key.replace("model.tar.gz", "output.tar.gz"))
+    with tarfile.open(fileobj=io.BytesIO(body["Body"].read())) as tar:
         names = [n for n in tar.getnames() if n.endswith((".png", ".json"))]
-    print(
-        f"[demo] plots and reports: {', '.join(sorted(names)) or 'none'} "
-        f"(unpacked in {result.base_dir / 'output' / 'data'})"
-    )
+    print(f"[demo] plots and reports in output.tar.gz: {', '.join(sorted(names)) or 'none'}")
+    metrics = {m["MetricName"]: m["Value"] for m in doc.get("FinalMetricDataList", [])}
     for name in ("test:accuracy", "val:accuracy"):
-        if name in result.final_metrics:
-            print(f"[demo] {name} = {result.final_metrics[name]:.4f}")
+        if name in metrics:
+            print(f"[demo] {name} = {metrics[name]:.4f}")

@@ -1,36 +1,44 @@
-"""Read metrics from training logs the way SageMaker does: each metric definition's regex
-is applied to each log line and its first group is the value."""
+"""Metrics from training logs, read the way SageMaker reads them.
+
+The rule (one, documented in the README): each MetricDefinition's regex is searched in each
+log line; the **first** match in the line gives one value, its first capture group, parsed as
+a float (values that do not parse, and NaN/inf, are skipped). So ``loss=([0-9.]+)`` on the line
+``loss=0.5 val_loss=0.7`` yields 0.5, and two metrics on one line each yield their value. The
+last value of each metric is its FinalMetricDataList entry.
+"""
 
 from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Iterable
-
-from sm_toolkit.spec import MetricDefinition
 
 
 class MetricParser:
-    """Feed it log lines; it returns the metric values found and keeps every series."""
+    """Feed it log lines; it returns the values found and keeps every series."""
 
-    def __init__(self, definitions: Iterable[MetricDefinition]) -> None:
-        self._patterns = [(d.name, re.compile(d.regex)) for d in definitions]
+    def __init__(self, definitions: Iterable[tuple[str, str]]) -> None:
+        self._patterns = [(name, re.compile(regex)) for name, regex in definitions]
         self.series: dict[str, list[float]] = {}
+        self.last_seen: dict[str, float] = {}
 
     def feed(self, line: str) -> list[tuple[str, float]]:
         found = []
         for name, pattern in self._patterns:
-            for match in pattern.finditer(line):
-                try:
-                    value = float(match.group(1))
-                except (IndexError, ValueError):
-                    continue
-                if math.isfinite(value):
-                    found.append((name, value))
-                    self.series.setdefault(name, []).append(value)
+            match = pattern.search(line)
+            if match is None or not match.groups():
+                continue
+            try:
+                value = float(match.group(1))
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(value):
+                found.append((name, value))
+                self.series.setdefault(name, []).append(value)
+                self.last_seen[name] = time.time()
         return found
 
     @property
     def final(self) -> dict[str, float]:
-        """The last value of each metric (what DescribeTrainingJob's FinalMetricDataList has)."""
         return {name: values[-1] for name, values in self.series.items()}

@@ -1,15 +1,24 @@
-"""S3 staging for local runs: channels in, artifacts and checkpoints out.
+"""S3 for local jobs: channels and code in, artifacts and checkpoints out.
 
-The client honours the standard AWS settings, so ``AWS_ENDPOINT_URL`` pointing at a moto
-server on 127.0.0.1 keeps every byte on this machine.
+The client honours the standard AWS settings (``AWS_ENDPOINT_URL`` pointing at a moto server
+on 127.0.0.1 keeps every byte on this machine) and retries with botocore's ``standard`` retry
+mode and more attempts than its default, so a flaky S3 costs time, not the job. Every key is
+resolved under its target folder: a key that would land outside it (``../``) is refused.
 """
 
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
+from functools import cached_property
+from pathlib import Path, PurePosixPath
 
-import boto3
+from sm_toolkit.errors import ToolkitError
+
+MAX_ATTEMPTS = 12  # botocore's standard mode backs off exponentially (up to 20 s) between them
+
+
+class UnsafeKeyError(ToolkitError):
+    """An S3 key (or archive member) would be written outside its target folder."""
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -17,55 +26,71 @@ def split_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-class S3Stage:
+def safe_join(target: Path, relative: str, *, what: str) -> Path:
+    """``target / relative`` if that stays inside ``target``; UnsafeKeyError otherwise."""
+    parts = PurePosixPath(relative).parts
+    if PurePosixPath(relative).is_absolute() or ".." in parts or not parts:
+        raise UnsafeKeyError(f"{what} {relative!r} would be written outside {target}")
+    return target.joinpath(*parts)
+
+
+class S3:
     def __init__(self, region: str) -> None:
-        self.client = boto3.client("s3", region_name=region)
+        self.region = region
 
-    def download_prefix(self, uri: str, target: Path) -> int:
-        """Copy every object under an S3 prefix into ``target``, keeping sub-folders."""
-        bucket, prefix = split_uri(uri)
-        target.mkdir(parents=True, exist_ok=True)
-        count = 0
-        paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                rel = obj["Key"][len(prefix) :].lstrip("/") or Path(obj["Key"]).name
-                if rel.endswith("/"):
-                    continue
-                dest = target / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                self.client.download_file(bucket, obj["Key"], str(dest))
-                count += 1
-        return count
+    @cached_property
+    def client(self):
+        import boto3
+        from botocore.config import Config
 
-    def fingerprint(self, uri: str) -> list[tuple[str, str, int]]:
-        """(key, ETag, size) of every object under a prefix: changes when the data does."""
+        config = Config(retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS})
+        return boto3.session.Session().client("s3", region_name=self.region, config=config)
+
+    def list(self, uri: str) -> list[dict]:
         bucket, prefix = split_uri(uri)
         out = []
         for page in self.client.get_paginator("list_objects_v2").paginate(
             Bucket=bucket, Prefix=prefix
         ):
-            out += [(o["Key"], o["ETag"], o["Size"]) for o in page.get("Contents", [])]
+            out += page.get("Contents", [])
         return out
+
+    def download_prefix(self, uri: str, target: Path, *, keys: list[str] | None = None) -> int:
+        """Every object under a prefix (or just ``keys``) into ``target``, sub-folders kept."""
+        bucket, prefix = split_uri(uri)
+        target.mkdir(parents=True, exist_ok=True)
+        chosen = keys if keys is not None else [o["Key"] for o in self.list(uri)]
+        count = 0
+        for key in chosen:
+            if key.endswith("/"):
+                continue
+            rel = key[len(prefix) :].lstrip("/") if key.startswith(prefix) else key
+            dest = safe_join(target, rel or PurePosixPath(key).name, what="S3 key")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            self.client.download_file(bucket, key, str(dest))
+            count += 1
+        return count
+
+    def download_file(self, uri: str, dest: Path) -> Path:
+        bucket, key = split_uri(uri)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        self.client.download_file(bucket, key, str(dest))
+        return dest
+
+    def read(self, uri: str) -> bytes:
+        bucket, key = split_uri(uri)
+        return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
 
     def upload_file(self, path: Path, uri: str) -> str:
         bucket, key = split_uri(uri)
         self.client.upload_file(str(path), bucket, key)
         return uri
 
-    def upload_dir(self, folder: Path, uri: str) -> int:
-        """Mirror a folder's files under an S3 prefix (what SageMaker's checkpoint sync does)."""
-        count = 0
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            self.upload_file(path, uri.rstrip("/") + "/" + path.relative_to(folder).as_posix())
-            count += 1
-        return count
 
-
-def copy_local_input(source: Path, target: Path) -> None:
+def copy_local(source: Path, target: Path) -> None:
     """A local path as a channel: a folder's content, or one file, under ``target``."""
     target.mkdir(parents=True, exist_ok=True)
     if source.is_dir():
-        shutil.copytree(source, target, dirs_exist_ok=True)
+        shutil.copytree(source, target, dirs_exist_ok=True, symlinks=False)
     else:
         shutil.copy2(source, target / source.name)

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from sagemaker.pytorch import PyTorch
 
-from sm_toolkit.local.docker import LOCAL_NETWORK, bridge_forwarding_switch, run_job_docker
+from local_mode import LOCAL_NETWORK, bridge_forwarding_switch, run_job_docker
 from sm_toolkit.train.datasets import write_digits_npz
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

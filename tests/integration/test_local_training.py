@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sm_toolkit.local.process import run_job
+from local_helpers import run_spec as run_job
+
 from sm_toolkit.spec import parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,5 @@
-"""run --local, process backend: real `train` launcher, fake /opt/ml, moto S3 on 127.0.0.1."""
+"""The local engine, process backend, from a spec: real `train` launcher, relocated /opt/ml,
+moto S3 on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from sm_toolkit.errors import LocalRunError
-from sm_toolkit.local.process import run_job
+from local_helpers import run_spec as run_job
+
+from sm_toolkit.errors import ConfigError
 from sm_toolkit.spec import parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,10 +63,13 @@ def test_job_runs_through_the_container_contract(s3, bucket, tmp_path):
     assert result.final_metrics["train:loss"] == 0.6667
     assert "channel train: ['a.csv', 'sub/b.csv']" in lines
     assert "channel extra: ['c.txt']" in lines
-    # the SDK's own hyperparameters, with the code location made local
+    # the SDK's own hyperparameters; the code is staged into /opt/ml/code, as SageMaker does
     hps = json.loads((result.base_dir / "input/config/hyperparameters.json").read_text())
     assert hps["sagemaker_program"] == '"train.py"'
-    assert json.loads(hps["sagemaker_submit_directory"]) == str(FIXTURE)
+    assert json.loads(hps["sagemaker_submit_directory"]) == str(result.base_dir / "code")
+    assert (result.base_dir / "code" / "train.py").read_bytes() == (
+        FIXTURE / "train.py"
+    ).read_bytes()
     assert hps["scale"] == "2.0"
     assert (result.base_dir / "output" / "success").exists()
     assert result.model_artifacts == f"s3://{bucket}/output/user-job-1/output/model.tar.gz"
@@ -115,15 +120,16 @@ def test_checkpoints_are_restored_before_and_uploaded_after(s3, bucket, tmp_path
     assert keys == ["ckpt/user/run-0.txt", "ckpt/user/run-1.txt"]
 
 
-def test_missing_s3_input_is_a_clear_error(bucket, tmp_path):
+def test_missing_s3_input_fails_the_job_with_a_clear_reason(bucket, tmp_path):
     spec = user_spec(bucket, inputs={"train": f"s3://{bucket}/nothing/here"})
-    with pytest.raises(LocalRunError, match="inputs.train: no objects under"):
-        run_job(spec, job_name="user-noinput", workdir=tmp_path)
+    result = run_job(spec, job_name="user-noinput", workdir=tmp_path)
+    assert result.status == "Failed"
+    assert result.failure_reason == f"channel train: no objects under s3://{bucket}/nothing/here"
 
 
 def test_smddp_is_refused_locally_with_the_reason(bucket, tmp_path):
     spec = user_spec(bucket, distribution={"type": "smddp"}, instance={"type": "ml.p4d.24xlarge"})
-    with pytest.raises(LocalRunError, match="needs NVIDIA GPUs"):
+    with pytest.raises(ConfigError, match="needs NVIDIA GPUs"):
         run_job(spec, job_name="user-smddp", workdir=tmp_path)
 
 
@@ -161,7 +167,8 @@ def test_cli_runs_the_cnn_example_locally_and_it_learns(s3, tmp_path):
     assert summary["TrainingJobStatus"] == "Completed"
     metrics = {m["MetricName"]: m["Value"] for m in summary["FinalMetricDataList"]}
     assert metrics["val:accuracy"] >= 0.95
-    out = Path(summary["LocalDirectory"]) / "output" / "data"
+    name = summary["TrainingJobName"]
+    out = tmp_path / "jobs" / name / "attempt-0" / "algo-1" / "opt" / "ml" / "output" / "data"
     assert (out / "confusion_matrix.png").stat().st_size > 1000
 
 
@@ -210,20 +217,32 @@ def test_two_hosts_train_together_over_gloo(bucket, tmp_path):
     assert result.metric_series["world"] == [2.0, 2.0]
     assert result.metric_series["allreduce"] == [3.0, 3.0]  # ranks 1 + 2 on both hosts
     hosts = {line.split(" | ")[0] for line in lines if "allreduce=" in line}
-    assert hosts == {"127.0.0.1", "127.0.0.2"}
+    assert hosts == {"algo-1", "algo-2"}
 
 
-def test_warm_pool_reuses_staged_data_for_the_next_matching_job(s3, bucket, tmp_path):
+def test_warm_pool_is_reused_by_the_next_job_with_matching_resources(s3, bucket, tmp_path):
+    """SageMaker matches pools on resource settings, not code or data: a second job with new
+    data takes the pool (and its persistent cache folder); other instances do not."""
     s3.put_object(Bucket=bucket, Key="data/wp/a.csv", Body=b"1" * 1000)
     spec = user_spec(
         bucket, inputs={"train": f"s3://{bucket}/data/wp"}, warm_pool={"keep_alive_seconds": 600}
     )
     first = run_job(spec, job_name="user-wp-1", workdir=tmp_path)
+    cache = first.base_dir / "sagemaker" / "warmpoolcache"
+    (cache / "pip-cache.txt").write_text("kept")  # what a job leaves in the cache folder
+    s3.put_object(Bucket=bucket, Key="data/wp/a.csv", Body=b"2" * 1000)  # new data: reused
     second = run_job(spec, job_name="user-wp-2", workdir=tmp_path)
-    assert (first.warm_pool, second.warm_pool) == ("Available", "Reused")
-    staged = second.base_dir / "input" / "data" / "train" / "a.csv"
-    assert staged.read_bytes() == b"1" * 1000
-    s3.put_object(Bucket=bucket, Key="data/wp/a.csv", Body=b"2" * 1000)  # new data: no reuse
-    third = run_job(spec, job_name="user-wp-3", workdir=tmp_path)
-    assert third.warm_pool == "Available"
-    assert (third.base_dir / "input/data/train/a.csv").read_bytes() == b"2" * 1000
+    assert (first.warm_pool, second.warm_pool) == ("Available", "Available")
+    first_doc = json.loads((tmp_path / "jobs/user-wp-1/describe.json").read_text())
+    assert first_doc["WarmPoolStatus"] == {
+        "Status": "Reused",
+        "ReusedByJob": "user-wp-2",
+        "ResourceRetainedBillableTimeInSeconds": 0,
+    }
+    assert (second.base_dir / "input/data/train/a.csv").read_bytes() == b"2" * 1000
+    assert (second.base_dir / "sagemaker/warmpoolcache/pip-cache.txt").read_text() == "kept"
+    other = user_spec(
+        bucket, instance={"type": "ml.c5.2xlarge"}, warm_pool={"keep_alive_seconds": 600}
+    )
+    third = run_job(other, job_name="user-wp-3", workdir=tmp_path)
+    assert not (third.base_dir / "sagemaker/warmpoolcache/pip-cache.txt").exists()

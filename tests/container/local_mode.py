@@ -1,4 +1,7 @@
-"""The Docker backend of ``run --local``: the job in the training image, via SageMaker local mode.
+"""Test support: run the training image through the SageMaker SDK v2's own local mode.
+
+The image must keep working under the SDK's local mode (``LocalSession``, docker compose), as
+users run it; sm-toolkit's own docker backend drives containers itself. This is the harness.
 
 The SDK's own local mode does the work (docker compose, one container per host, /opt/ml
 laid out and mounted, model.tar.gz / output.tar.gz collected). This module only makes it run

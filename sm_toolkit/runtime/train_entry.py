@@ -1,4 +1,4 @@
-"""sagemaker-training's ``train`` command, with one fix applied first.
+"""sagemaker-training's ``train`` command, with two fixes applied first.
 
 ``entry_point.run`` calls ``runner.run(wait, capture_error)`` positionally, but
 ``TorchDistributedRunner.run`` declares ``(capture_error, wait)``. With the toolkit's native
@@ -29,11 +29,29 @@ def fix_swapped_run_arguments(runner_cls: type) -> bool:
     return True
 
 
+def use_master_port(port: str | None) -> None:
+    """Both toolkits fix torchrun's rendezvous port at 7777 as a module constant; a job may
+    name another (``SM_TOOLKIT_MASTER_PORT``) so that two multi-host jobs on one machine do
+    not collide. Without the variable nothing changes."""
+    if not port:
+        return
+    from sagemaker_pytorch_container import training as pytorch_training
+    from sagemaker_training import torch_distributed
+
+    torch_distributed.MASTER_PORT = port
+    pytorch_training.MASTER_PORT = port
+
+
 def main() -> None:
+    import os
+
     from sagemaker_training import torch_distributed
     from sagemaker_training.cli import train
 
+    from sm_toolkit.contract import MASTER_PORT_ENV
+
     fix_swapped_run_arguments(torch_distributed.TorchDistributedRunner)
+    use_master_port(os.environ.get(MASTER_PORT_ENV))
     train.main()
 
 

@@ -27,7 +27,8 @@ import sys
 from pathlib import Path
 
 ENTRYPOINTS_DIR = Path(os.environ.get("SM_TOOLKIT_ENTRYPOINTS", "/opt/sm-toolkit/entrypoints"))
-TRAIN_ENTRY = Path(__file__).with_name("train_entry.py")
+TRAIN_ENTRY = ("-m", "sm_toolkit.runtime.train_entry")
+DRAIN_SECONDS = 120  # after a stop signal, how long the training processes may take to exit
 FORWARDED = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -84,7 +85,7 @@ def build_command(argv: list[str]) -> tuple[list[str], bool]:
     """The child's command line and whether it is the toolkit's ``train``."""
     if not argv or argv[0] == "train":
         stage_baked_code(Path(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml")))
-        return [sys.executable, str(TRAIN_ENTRY), *argv[1:]], True
+        return [sys.executable, *TRAIN_ENTRY, *argv[1:]], True
     entry = baked_entrypoint(argv[0])
     if entry is not None:
         return [sys.executable, str(entry), *argv[1:]], False
@@ -118,7 +119,13 @@ class SignalForwarder:
     def __call__(self, signum: int, _frame: object) -> None:
         self.received += 1
         name = signal.Signals(signum).name
-        targets = children_of(self.child.pid) if self.is_train else [self.child.pid]
+        if not self.is_train:
+            # Any other command (SDK v3's ``bash -c sm_train.sh``): a shell in between would
+            # die of the signal and leave the script unaware, so the whole group gets it.
+            log(f"{name}: sending it to process group {self.child.pid}")
+            self._send(lambda: os.killpg(self.child.pid, signum))
+            return
+        targets = children_of(self.child.pid)
         if self.received > 1 or not targets:
             # Nothing started yet, or asked twice: stop everything in the child's group.
             log(f"{name}: sending it to process group {self.child.pid}")
@@ -146,6 +153,25 @@ def wait_for(child: subprocess.Popen) -> int:
             return os.waitstatus_to_exitcode(status)
 
 
+def drain(group: int, seconds: float = DRAIN_SECONDS) -> None:
+    """After a stop signal, let the rest of the child's process group finish (a script whose
+    shell already exited may still be writing its checkpoint) before the container ends."""
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            os.killpg(group, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        if os.getpid() == 1:  # nobody else reaps here
+            try:
+                os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        time.sleep(0.1)
+
+
 def main(argv: list[str] | None = None) -> int:
     command, is_train = build_command(sys.argv[1:] if argv is None else argv)
     try:
@@ -158,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     for sig in FORWARDED:
         signal.signal(sig, forwarder)
     rc = wait_for(child)
+    if forwarder.received:
+        drain(child.pid)
     # Shell convention for "killed by signal N", which is also what SageMaker reports.
     return 128 - rc if rc < 0 else rc
 

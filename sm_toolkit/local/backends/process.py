@@ -1,0 +1,225 @@
+"""The process backend: each host is a process tree on this machine, no Docker.
+
+A host runs the launch contract of the request: sagemaker-training's ``train`` (through
+``sm_toolkit.runtime.train_entry``, as the image does) with ``SAGEMAKER_BASE_DIR`` at the host's
+relocated /opt/ml, or the request's ContainerEntrypoint with its container paths translated.
+Every process a host starts carries a marker in its environment, so the ones that outlive
+the script (an orphan, a daemon that left the session) are found and ended with the host.
+One host is named ``algo-1`` (the DNS wait is skipped); several are 127.0.0.1 ... 127.0.0.N,
+each a loopback address of this machine, with the rendezvous port chosen per job.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import psutil
+
+from sm_toolkit import contract
+from sm_toolkit.errors import ConfigError
+from sm_toolkit.local.backends import LineSink, pump
+from sm_toolkit.local.hosts import Host, container_env, translator, write_opt_ml
+from sm_toolkit.local.plan import JobPlan
+
+MARKER_ENV = "SM_TOOLKIT_HOST_TOKEN"
+TRAIN_COMMAND = (sys.executable, "-m", "sm_toolkit.runtime.train_entry")
+
+
+class ProcessBackend:
+    name = "process"
+    network_interface = "lo"
+
+    def check(self, plan: JobPlan) -> None:
+        dist = plan.distribution
+        if dist in ("smddp", "pytorchddp"):
+            raise ConfigError(
+                "HyperParameters." + contract.HP_SMDDP,
+                "true",
+                f"{dist} runs SMDDP, which needs NVIDIA GPUs (P4d/P4de/P5); "
+                "locally use torch_distributed",
+            )
+        if dist == "mpi":
+            raise ConfigError(
+                "HyperParameters." + contract.HP_MPI,
+                "true",
+                "mpi needs sshd and mpirun between hosts; use --backend docker, "
+                "or torch_distributed",
+            )
+
+    def layout(self, plan: JobPlan, job_dir: Path, attempt: int) -> list[Host]:
+        names = contract.host_names(plan.instance_count)
+        hosts = []
+        for i, name in enumerate(names):
+            address = name if len(names) == 1 else f"127.0.0.{i + 1}"
+            root = job_dir / f"attempt-{attempt}" / name
+            root.mkdir(parents=True, exist_ok=True)
+            hosts.append(Host(name, address, root, job_dir / f"{name}.log"))
+        return hosts
+
+    def prepare(self, plan: JobPlan, hosts: list[Host], hyperparameters: dict[str, str]) -> None:
+        for host in hosts:
+            translate = translator(host, plan)
+            hps = {k: translate(v) for k, v in hyperparameters.items()}
+            write_opt_ml(host, plan, hosts, hps, self.network_interface)
+            if not plan.launch.is_train:
+                _translate_drivers(host, translate)
+
+    # Warm pools: what a process host keeps between jobs is its cache folder (warm_pool.py).
+    def adopt_pool(self, pool) -> None:
+        pass
+
+    def keep_pool(self, pool, hosts: list[Host], keep_alive_seconds: int) -> dict:
+        return {}
+
+    def end_pool(self, pool) -> None:
+        pass
+
+    def finish(self, keep: bool) -> None:
+        pass
+
+    def attach_cache(self, hosts: list[Host], pool) -> None:
+        """The pool's persistent cache folder, at its container path on every host."""
+        for host in hosts:
+            target = host.path(contract.WARMPOOL_CACHE_PATH)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                target.symlink_to(pool.cache_dir(host.name), target_is_directory=True)
+
+    def start(self, plan: JobPlan, hosts: list[Host], on_line: LineSink) -> list[_ProcessHost]:
+        port = _free_port() if len(hosts) > 1 else None
+        started = []
+        for host in hosts:
+            translate = translator(host, plan)
+            token = uuid.uuid4().hex
+            env = _host_env(plan, host, port, token, single=len(hosts) == 1)
+            command = (
+                list(TRAIN_COMMAND)
+                if plan.launch.is_train
+                else [translate(a) for a in plan.launch.entrypoint]
+            )
+            proc = subprocess.Popen(
+                command,
+                cwd=host.root,
+                env={k: translate(v) for k, v in env.items()},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            reader = pump(proc.stdout, host, on_line, host.log_path)
+            started.append(_ProcessHost(host, proc, token, reader, keep_main=plan.launch.is_train))
+        return started
+
+
+def _host_env(plan: JobPlan, host: Host, port: int | None, token: str, *, single: bool):
+    env = container_env(plan, port)
+    site = host.path("/usr/local/sm-toolkit-site")  # a user's requirements.txt goes here
+    site.mkdir(parents=True, exist_ok=True)
+    env.update(
+        {
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.defpath]),
+            "HOME": os.environ.get("HOME", str(host.root)),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p
+            ),
+            "PIP_TARGET": str(site),
+            "GLOO_SOCKET_IFNAME": "lo",
+            contract.BASE_DIR_ENV: contract.OPT_ML,
+            MARKER_ENV: token,
+        }
+    )
+    env.setdefault(contract.TRAINING_MODULE_ENV, contract.PYTORCH_TRAINING_MODULE)
+    if single:  # algo-1 is in no DNS here: skip sagemaker-training's 15-minute wait for it
+        env[contract.STUDIO_LOCAL_MODE_ENV] = "true"
+    return env
+
+
+def _translate_drivers(host: Host, translate) -> None:
+    """SDK v3's driver scripts (the sm_drivers channel) name /opt/ml paths; on this machine
+    they are the host's relocated paths."""
+    drivers = host.opt_ml / contract.INPUT_DATA_DIR / contract.V3_DRIVERS_CHANNEL
+    for path in drivers.rglob("*"):
+        if path.is_file() and path.suffix in (".sh", ".py", ".json"):
+            text = path.read_text()
+            new = translate(text)
+            if new != text:
+                path.unlink()  # a hard link shared with another host: write a copy
+                path.write_text(new)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class _ProcessHost:
+    def __init__(self, host: Host, proc, token: str, reader, *, keep_main: bool) -> None:
+        self.host, self._proc, self._token, self._reader = host, proc, token, reader
+        self._keep_main = keep_main  # `train` keeps draining output and reports; spare it
+
+    def poll(self) -> int | None:
+        return self._proc.poll()
+
+    def _tree(self, *, everywhere: bool = False) -> list[psutil.Process]:
+        found = []
+        try:
+            found = psutil.Process(self._proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            pass
+        if everywhere:  # daemons leave the tree but keep the marker
+            known = {p.pid for p in found}
+            for p in psutil.process_iter():
+                if p.pid not in known and p.pid != self._proc.pid and self._marked(p):
+                    found.append(p)
+        return found
+
+    def _marked(self, proc: psutil.Process) -> bool:
+        try:
+            return proc.environ().get(MARKER_ENV) == self._token
+        except (psutil.Error, OSError):
+            return False
+
+    def terminate(self) -> None:
+        if self._proc.poll() is not None:  # the host already ended; kill() clears what is left
+            return
+        targets = self._tree()
+        if not self._keep_main or not targets:
+            try:
+                targets.append(psutil.Process(self._proc.pid))
+            except psutil.NoSuchProcess:
+                pass
+        for p in targets:
+            _send(p, signal.SIGTERM)
+
+    def kill(self) -> None:
+        for p in self._tree(everywhere=True):
+            _send(p, signal.SIGKILL)
+        try:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None or bool(
+            [p for p in self._tree(everywhere=True) if p.is_running()]
+        )
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.wait()
+        self._reader.join(timeout=10)
+
+
+def _send(proc: psutil.Process, sig: int) -> None:
+    try:
+        proc.send_signal(sig)
+    except psutil.Error:
+        pass

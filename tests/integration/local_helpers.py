@@ -1,0 +1,97 @@
+"""Test adapter: run a spec through the local engine the way `run SPEC --local` does
+(render -> local request -> engine) and expose what the assertions look at."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sm_toolkit.aws.local_request import local_training_request
+from sm_toolkit.local.engine import JobEvents, TrainingJob
+
+
+@dataclass
+class Ran:
+    doc: dict[str, Any]
+    job: TrainingJob
+
+    @property
+    def status(self) -> str:
+        return self.doc["TrainingJobStatus"]
+
+    @property
+    def failure_reason(self) -> str | None:
+        return self.doc.get("FailureReason")
+
+    @property
+    def final_metrics(self) -> dict[str, float]:
+        return {m["MetricName"]: m["Value"] for m in self.doc.get("FinalMetricDataList", [])}
+
+    @property
+    def metric_series(self) -> dict[str, list[float]]:
+        return self.job.metric_series
+
+    @property
+    def model_artifacts(self) -> str | None:
+        return self.doc["ModelArtifacts"]["S3ModelArtifacts"] or None
+
+    @property
+    def output_artifacts(self) -> str:
+        return self.model_artifacts.replace("model.tar.gz", "output.tar.gz")
+
+    @property
+    def interruptions(self) -> int:
+        return sum(t["Status"] == "Interrupted" for t in self.doc["SecondaryStatusTransitions"])
+
+    @property
+    def warm_pool(self) -> str | None:
+        return (self.doc.get("WarmPoolStatus") or {}).get("Status")
+
+    @property
+    def log_path(self) -> Path:
+        return self.job.job_dir / "algo-1.log"
+
+    @property
+    def base_dir(self) -> Path:
+        """The leader's /opt/ml of the last attempt."""
+        attempts = sorted(self.job.job_dir.glob("attempt-*"), key=lambda p: int(p.name[8:]))
+        return attempts[-1] / "algo-1" / "opt" / "ml"
+
+
+def run_spec(
+    spec,
+    *,
+    job_name: str,
+    workdir: Path,
+    hyperparameters: dict | None = None,
+    on_line=None,
+    stop_event: threading.Event | None = None,
+    interrupt_after: float | None = None,
+    backend: str = "process",
+    image: str | None = None,
+) -> Ran:
+    request = local_training_request(spec, job_name, hyperparameters)
+    events = JobEvents(
+        on_line=None
+        if on_line is None
+        else (
+            lambda host, text: on_line(
+                f"{host} | {text}" if spec.instance.count > 1 and host != "engine" else text
+            )
+        )
+    )
+    job = TrainingJob(
+        request,
+        workdir=workdir,
+        backend=backend,
+        image=image,
+        events=events,
+        interrupt_after=interrupt_after,
+    ).start()
+    while not job._done.wait(0.2):
+        if stop_event is not None and stop_event.is_set():
+            job.stop()
+            break
+    return Ran(job.wait(), job)
