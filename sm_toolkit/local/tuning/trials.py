@@ -55,7 +55,7 @@ class TrialRecord:
     failure_reason: str | None = None
     seconds: float = 0.0
     model_artifacts: str | None = None
-    log_path: str | None = None
+    job_dir: str | None = None  # where the engine left the job (describe.json, host logs)
 
     @property
     def epochs(self) -> int:
@@ -151,6 +151,8 @@ def run_trial(
         return record
     _fill_from_document(record, document, watch, ctx.objective_metric)
     record.seconds = time.monotonic() - started
+    job_dir = ctx.jobs_dir / "jobs" / name  # the engine's <workdir>/jobs/<name>
+    record.job_dir = str(job_dir) if job_dir.is_dir() else None
     if ctx.interrupted.is_set():
         study.tell(trial, state=TrialState.FAIL)
         return record
