@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 
 from sm_toolkit.errors import ConfigError
 from sm_toolkit.local.tuning import run_local_tuning
@@ -19,7 +20,7 @@ from sm_toolkit.local.tuning.study_store import storage_url
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "quadratic"
 sys.path.insert(0, str(FIXTURES))
-from quadratic_support import FakeRunner, make_request  # noqa: E402
+from quadratic_support import FakeRunner, job_dict, make_request  # noqa: E402
 
 pytestmark = pytest.mark.integration
 KW = dict(strategy="Bayesian", max_jobs=5, max_parallel_jobs=1, random_seed=4, epochs=3)
@@ -122,3 +123,33 @@ def test_resume_needs_a_started_job_with_the_same_search(tmp_path):
             log=lambda line: None,
             resume=True,
         )
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_tune_resume_from_the_cli_with_the_real_engine(tmp_path, bucket):
+    # As a user does it: `sm-toolkit tune SPEC --local`, Ctrl-C once two trials finished,
+    # then the same command with --resume. Every trial is a real local training job.
+    job = job_dict(epochs=2, sleep=0.3, max_jobs=4, max_parallel_jobs=1, random_seed=3)
+    job.update(output_path=f"s3://{bucket}/output")
+    spec_path = tmp_path / "quad.yaml"
+    spec_path.write_text(yaml.safe_dump(job))
+    command = [sys.executable, "-m", "sm_toolkit.cli", "tune", str(spec_path), "--local"]
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    finished = []
+    for line in proc.stdout:
+        if line.startswith("[tune] quad-") and " Completed " in line:
+            finished.append(line.split()[1])
+        if len(finished) == 2 and " started " in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    proc.stdout.read()
+    assert proc.wait(timeout=120) != 0
+    resumed = subprocess.run(
+        [*command, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert "resuming, 2 trials finished, 1 interrupted" in resumed.stdout
+    assert resumed.stdout.count(" started ") == 2  # only the remaining two ran
+    doc = json.loads((tmp_path / ".sm-toolkit" / "tuning" / "quad" / "results.json").read_text())
+    assert [t["name"] for t in doc["trials"][:2]] == finished and len(doc["trials"]) == 4
+    assert all(t["status"] == "Completed" for t in doc["trials"])
