@@ -114,7 +114,16 @@ def main() -> int:
         tuner = _launch_intervals(request, Path(tmp) / "tuner", _sleeping_engine)
         rows.append(("tuner (engine stand-in)", statistics.median(tuner), EPOCHS * SLEEP))
         if _engine_available():
-            engine = _launch_intervals(request, Path(tmp) / "engine")
+            from sm_toolkit.local.embedded_aws import start_moto
+
+            server, _ = start_moto()  # trials upload their artifacts: an S3 on 127.0.0.1
+            try:
+                import boto3
+
+                boto3.client("s3").create_bucket(Bucket=spec.bucket)
+                engine = _launch_intervals(request, Path(tmp) / "engine")
+            finally:
+                server.stop()
             rows.append(("engine (process backend)", statistics.median(engine), _script_seconds()))
     print(f"| {args.trials} sequential trials | trial wall (median) | script's own | overhead |")
     print("|---|---|---|---|")
