@@ -109,9 +109,8 @@ def _reopen(study: optuna.Study) -> OpenedStudy:
         # No record: its training job died with a killed run, or an interrupted run stopped
         # it. Not a result, so it runs again; left RUNNING, the sampler would count it as
         # pending forever.
-        if trial.state == TrialState.RUNNING:
-            study.tell(trial.number, state=TrialState.FAIL)
         opened.interrupted += 1
+    fail_running(study)
     opened.records.sort(key=lambda r: r.index)
     return opened
 
@@ -119,3 +118,11 @@ def _reopen(study: optuna.Study) -> OpenedStudy:
 def note_parent_trials(study: optuna.Study, count: int) -> None:
     """Remember how many warm-start trials the first run added (a resume adds none)."""
     study.set_user_attr(_PARENTS_ATTR, count)
+
+
+def fail_running(study: optuna.Study) -> int:
+    """Mark the study's RUNNING trials FAIL (an interrupted run's); returns how many."""
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in running:
+        study.tell(trial.number, state=TrialState.FAIL)
+    return len(running)

@@ -215,36 +215,41 @@ def _run_trials(ctx, opened: study_store.OpenedStudy, space, tuning, log: Log):
         tracker.update(record)
     running: dict[Future, threading.Event] = {}
     launched, index = len(records), opened.next_index
-    with ThreadPoolExecutor(max_workers=tuning.max_parallel_jobs) as pool:
-        try:
-            while True:
-                while (
-                    tracker.reason is None
-                    and launched < max_jobs
-                    and (len(running) < tuning.max_parallel_jobs)
-                ):
-                    future, stop = _launch(pool, ctx, opened.study, space, index, tuning, log)
-                    running[future] = stop
-                    launched, index = launched + 1, index + 1
-                if not running:
-                    break
-                done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
-                for future in done:
-                    running.pop(future)
-                    record = future.result()
-                    records.append(record)
-                    was_best = tracker.best
-                    tracker.update(record)
-                    log(_finish_line(record, tuning, is_best=tracker.best is not was_best))
-                if tracker.runtime_exceeded() and tracker.reason is None:
-                    tracker.reason = "MaxRuntimeExceeded"
-                    for stop in running.values():
-                        stop.set()
-        except KeyboardInterrupt:
-            ctx.interrupted.set()
-            for stop in running.values():
-                stop.set()
-            raise
+    try:
+        with ThreadPoolExecutor(max_workers=tuning.max_parallel_jobs) as pool:
+            try:
+                while True:
+                    while (
+                        tracker.reason is None
+                        and launched < max_jobs
+                        and (len(running) < tuning.max_parallel_jobs)
+                    ):
+                        future, stop = _launch(pool, ctx, opened.study, space, index, tuning, log)
+                        running[future] = stop
+                        launched, index = launched + 1, index + 1
+                    if not running:
+                        break
+                    done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        running.pop(future)
+                        records.append(future.result())
+                        was_best = tracker.best
+                        tracker.update(records[-1])
+                        log(_finish_line(records[-1], tuning, is_best=tracker.best is not was_best))
+                    if tracker.runtime_exceeded() and tracker.reason is None:
+                        tracker.reason = "MaxRuntimeExceeded"
+                        for stop in running.values():
+                            stop.set()
+            except KeyboardInterrupt:
+                ctx.interrupted.set()  # stop every running trial; leaving the pool waits
+                for stop in running.values():
+                    stop.set()
+                raise
+    except KeyboardInterrupt:
+        # Ctrl-C may land between asking optuna for a trial and starting it: no trial of
+        # this run stays RUNNING in the study.
+        study_store.fail_running(opened.study)
+        raise
     stop_reason = tracker.reason or "MaxNumberOfTrainingJobsReached"
     return sorted(records, key=lambda r: r.index), tracker, stop_reason
 
