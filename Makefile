@@ -7,18 +7,41 @@ VENV ?= .venv
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-unit test-integration lint clean bench
+.PHONY: install demo test test-unit test-integration lint clean bench venv-v3 test-v3
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	# torch is pinned to 2.13.0 in pyproject.toml: an unpinned torch pulls CUDA wheels.
-	$(VENV)/bin/pip install --quiet -e '.[test]'
+	$(VENV)/bin/pip install --quiet -e '.[test,demo,sdk-v2]'
 	touch $(STAMP)
+
+# SDK v3 beside v2: both are the package `sagemaker`, so v3 gets its own venv. v3 goes in
+# first, as in a user's project; installing sm-toolkit must leave it as it is (checked
+# by tests/v3/test_v3_install.py against the freeze taken before).
+VENV_V3 ?= .venv-v3
+STAMP_V3 := $(VENV_V3)/.installed-stamp
+SDK_V3 ?= sagemaker==3.27.*
+
+$(STAMP_V3): pyproject.toml
+	$(PYTHON) -m venv $(VENV_V3)
+	$(VENV_V3)/bin/pip install --quiet --upgrade pip
+	$(VENV_V3)/bin/pip install --quiet '$(SDK_V3)'
+	$(VENV_V3)/bin/pip freeze --exclude-editable > $(VENV_V3)/freeze-before-sm-toolkit.txt
+	$(VENV_V3)/bin/pip install --quiet -e '.[test,sdk-v3]'
+	touch $(STAMP_V3)
+
+venv-v3: $(STAMP_V3)
+
+test-v3: $(STAMP_V3)
+	$(VENV_V3)/bin/pytest tests/v3 tests/unit/test_sdk_generation.py $(PYTEST_ARGS)
 
 install: $(STAMP)
 
+# The demo runs with SDK v2 (.venv); it says so, since .venv-v3 may sit beside it.
 demo: $(STAMP)
+	@$(VENV)/bin/python -c "from importlib.metadata import version as v; \
+		print('make demo: SageMaker SDK', v('sagemaker'), 'from $(VENV)')"
 	$(VENV)/bin/sm-toolkit demo
 
 test: $(STAMP)

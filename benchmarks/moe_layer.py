@@ -1,7 +1,12 @@
 """Benchmark: one MoE layer against a dense FFN with the same active FLOPs (CPU, fp32).
 
 Shapes: N = 4096 tokens, d_model = 256, expert d_ff = 1024, top-2; the dense FFN has
-d_ff = top_k * 1024 = 2048, so both do the same matmul FLOPs per token. One timed step is
+d_ff = top_k * 1024 = 2048, so both do the same matmul FLOPs per token. SwiGLU experts (and
+Hugging Face's Mixtral block, when `transformers` is installed: `pip install .[bench]`)
+have three matrices, so their intermediate width is 2/3 of 1024, rounded to 680 (a
+multiple of 8, which grouped_mm needs): equal active FLOPs within 0.4 %. Expert variants:
+`loop` (one matmul per expert), `grouped` (torch.nn.functional.grouped_mm), and the
+default `auto` (the faster of the two, timed once per device and shape). One timed step is
 forward + backward (router, balance loss and z-loss included for the MoE). Every variant is
 built in this one process and the repeats are interleaved round-robin, so a neighbour
 loading the machine slows all variants alike. The reported ratio is the median over rounds
@@ -14,11 +19,14 @@ gradients) during one step; extra = peak - live bytes at the start of the step (
 input and upstream gradient, grads cleared). The ratio is the worst MoE variant's extra
 memory over the dense FFN's.
 
-    .venv/bin/python benchmarks/moe_layer.py              # ~1-2 min on 2 cores
-    .venv/bin/python benchmarks/moe_layer.py --rounds 3   # quicker, noisier
+    .venv/bin/python benchmarks/moe_layer.py              # 1 then 2 threads, ~3-5 min
+    .venv/bin/python benchmarks/moe_layer.py --threads 1 --rounds 3   # quicker, noisier
 
-The last line printed is one JSON object: dropless_e8, dropless_e32, capacity_e8,
-capacity_e32 (time / dense time, capacity factor 1.25), memory_ratio, plus extras.
+The last line printed is one JSON object of paired ratios to dense, the worse of the thread
+counts for each key: dropless_e8, dropless_e32, capacity_e8, capacity_e32 (capacity factor
+1.25), swiglu_dropless_e8, swiglu_dropless_e32, mixtral_e8, mixtral_e32 (null without
+transformers), the loop/grouped variants, memory_ratio, and `per_threads` with each
+thread count's own ratios.
 """
 
 from __future__ import annotations
@@ -38,38 +46,66 @@ from sm_toolkit.models.moe_layer import DispatchConfig, MoELayer
 from sm_toolkit.models.moe_router import RouterConfig, TopKRouter
 
 TOKENS, D_MODEL, D_FF, TOP_K = 4096, 256, 1024, 2
+SWIGLU_D_FF = 680  # 2/3 of D_FF, rounded to a multiple of 8
 
 
-def make_moe(n_experts: int, dispatch: DispatchConfig) -> MoELayer:
+def make_moe(
+    n_experts: int, dispatch: DispatchConfig, kind: str = "mlp", compute: str = "auto"
+) -> MoELayer:
     router = TopKRouter(RouterConfig(d_model=D_MODEL, n_experts=n_experts, top_k=TOP_K))
     experts = GroupedExperts(
-        n_experts=n_experts, d_model=D_MODEL, d_ff=D_FF, activation="gelu", out_std=0.02
-    )
+        n_experts=n_experts, d_model=D_MODEL, d_ff=SWIGLU_D_FF if kind == "swiglu" else D_FF,
+        activation="gelu", out_std=0.02, kind=kind, compute=compute,
+    )  # fmt: skip
     return MoELayer(
         router=router, experts=experts, dispatch=dispatch, aux_loss_weight=0.01, z_loss_weight=1e-3
     )
+
+
+def make_mixtral(n_experts: int) -> nn.Module | None:
+    """Hugging Face's Mixtral sparse MoE block (SwiGLU experts), or None without transformers."""
+    try:
+        from transformers import MixtralConfig
+        from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
+    except ImportError:
+        return None
+    config = MixtralConfig(
+        hidden_size=D_MODEL, intermediate_size=SWIGLU_D_FF, num_local_experts=n_experts,
+        num_experts_per_tok=TOP_K,
+    )  # fmt: skip
+    return MixtralSparseMoeBlock(config)
 
 
 def make_variants() -> dict[str, nn.Module]:
     variants: dict[str, nn.Module] = {
         "dense": FeedForward(d_model=D_MODEL, d_ff=TOP_K * D_FF, activation="gelu", out_std=0.02)
     }
+    dropless = DispatchConfig(dropless=True)
     for e in (8, 32):
-        variants[f"dropless_e{e}"] = make_moe(e, DispatchConfig(dropless=True))
+        variants[f"dropless_e{e}"] = make_moe(e, dropless)
+        variants[f"dropless_loop_e{e}"] = make_moe(e, dropless, compute="loop")
+        variants[f"dropless_grouped_e{e}"] = make_moe(e, dropless, compute="grouped")
+        variants[f"swiglu_dropless_e{e}"] = make_moe(e, dropless, kind="swiglu")
         variants[f"capacity_e{e}"] = make_moe(e, DispatchConfig(capacity_factor=1.25))
         variants[f"padded_e{e}"] = make_moe(
             e, DispatchConfig(capacity_factor=1.25, compute="padded")
         )
+        mixtral = make_mixtral(e)
+        if mixtral is not None:
+            variants[f"mixtral_e{e}"] = mixtral
     return variants
 
 
 def step_fn(module: nn.Module, x_ND: torch.Tensor, g_ND: torch.Tensor) -> Callable[[], None]:
     def step() -> None:
-        out = module(x_ND)
-        if isinstance(out, tuple):  # MoE layer: (y, aux_loss, stats)
-            loss = (out[0] * g_ND).sum() + out[1]
-        else:
-            loss = (out * g_ND).sum()
+        if isinstance(module, MoELayer):  # (y, aux_loss, stats)
+            y_ND, aux, _ = module(x_ND)
+            loss = (y_ND * g_ND).sum() + aux
+        elif isinstance(module, FeedForward):
+            loss = (module(x_ND) * g_ND).sum()
+        else:  # Mixtral block: (B, T, D) in; y or (y, router_logits) out
+            out = module(x_ND[None])
+            loss = ((out[0] if isinstance(out, tuple) else out)[0] * g_ND).sum()
         loss.backward()
         module.zero_grad(set_to_none=True)
         x_ND.grad = None
@@ -93,26 +129,41 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15, help="timed repeats per variant")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--threads", default="1,2", help="torch thread counts, in turn")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     x_ND = torch.randn(TOKENS, D_MODEL, requires_grad=True)
     g_ND = torch.randn(TOKENS, D_MODEL)
     variants = make_variants()
+    for module in variants.values():  # once outside the tracker: `auto` times its probe here
+        step_fn(module, x_ND, g_ND)()
+    memory = {name: peak_extra_bytes(m, x_ND, g_ND) for name, m in variants.items()}
+    per_threads = {}
+    for threads in (int(t) for t in args.threads.split(",")):
+        torch.set_num_threads(threads)
+        times = time_variants(variants, x_ND, g_ND, args.warmup, args.rounds)
+        per_threads[str(threads)] = report(variants, times, memory, args.rounds)
+    keys = [*per_threads[next(iter(per_threads))]]
+    result = {k: max(r[k] for r in per_threads.values()) for k in keys if k != "dense_ms"}
+    for key in ("mixtral_e8", "mixtral_e32"):
+        result.setdefault(key, None)
+    result["per_threads"] = per_threads
+    print(json.dumps(result))
+
+
+def time_variants(variants, x_ND, g_ND, warmup: int, rounds: int) -> dict[str, list[float]]:
+    """Interleaved round-robin timing of every variant at the current thread count."""
     steps = {name: step_fn(m, x_ND, g_ND) for name, m in variants.items()}
-    for _ in range(args.warmup):
+    for _ in range(warmup):
         for step in steps.values():
             step()
     times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for name, step in steps.items():
             t0 = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - t0)
-    memory = {name: peak_extra_bytes(m, x_ND, g_ND) for name, m in variants.items()}
-    report(variants, times, memory, args.rounds)
+    return times
 
 
 def report(
@@ -120,7 +171,7 @@ def report(
     times: dict[str, list[float]],
     memory: dict[str, int],
     rounds: int,
-) -> None:
+) -> dict[str, float]:
     median = {name: statistics.median(ts) for name, ts in times.items()}
     dense = median["dense"]
     paired = {
@@ -142,10 +193,21 @@ def report(
         )
     result = {key: round(paired[key], 3) for key in paired if key != "dense"}
     result["memory_ratio"] = round(
-        max(memory[k] for k in memory if k != "dense") / memory["dense"], 3
+        max(m for k, m in memory.items() if k != "dense" and "mixtral" not in k) / memory["dense"],
+        3,
     )
     result["dense_ms"] = round(dense * 1e3, 1)
-    print(json.dumps(result))
+    auto = {name: m.experts.compute for name, m in variants.items() if isinstance(m, MoELayer)}
+    print(
+        f"auto chose: {sorted(set(_choices()))} (explicit computes: {sorted(set(auto.values()))})"
+    )
+    return result
+
+
+def _choices() -> list[str]:
+    from sm_toolkit.models.moe_experts import _CHOICE
+
+    return [f"{k[1]} e{k[2]}: {v}" for k, v in _CHOICE.items()]
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ python entrypoints/train_moe.py --n_experts 8 --top_k 2 --capacity_factor 1.25
 """
 
 from sm_toolkit.models.activations import ACTIVATIONS
+from sm_toolkit.models.moe_experts import EXPERT_COMPUTES, EXPERT_KINDS
 from sm_toolkit.train import app
 from sm_toolkit.train.families import build_moe
 from sm_toolkit.train.hparams import Parser, add_train_args
@@ -22,7 +23,10 @@ def make_parser() -> Parser:
                  "dropout"):  # fmt: skip
         p.add(name, float, None, f"MoEConfig.{name}")
     p.add("dropless", bool, None, "no capacity limit: no token is dropped")
-    p.add("activation", str, None, "expert activation", choices=ACTIVATIONS)
+    p.add("activation", str, None, "expert activation (mlp experts)", choices=ACTIVATIONS)
+    p.add("expert_kind", str, None, "mlp or swiglu (gated) experts", choices=EXPERT_KINDS)
+    p.add("expert_compute", str, None, "per-expert loop, grouped_mm, or auto (timed)",
+          choices=EXPERT_COMPUTES)  # fmt: skip
     p.add("activation_checkpointing", bool, None, "recompute block activations in backward")
     defaults = dict(epochs=2, batch_size=32, lr=1e-3, warmup_steps=30, grad_clip=1.0)
     add_train_args(p, defaults=defaults)

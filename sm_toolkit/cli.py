@@ -21,10 +21,16 @@ DEFAULT_WORKDIR = Path(".sm-toolkit")
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sm-toolkit", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show the SDK's and botocore's INFO lines (quiet by default)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     v = sub.add_parser("validate", help="check a spec and print what the SDK will change")
     v.add_argument("spec")
+    _sdk_option(v)
 
     r = sub.add_parser(
         "render",
@@ -32,11 +38,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("spec")
     r.add_argument("--job-name")
+    r.add_argument(
+        "--upload",
+        action="store_true",
+        help="upload sourcedir.tar.gz and local inputs to S3 (your AWS settings), "
+        "so the printed request runs as is with --cli-input-json",
+    )
+    _sdk_option(r)
 
     la = sub.add_parser("launch", help="submit the job (or tuning job) to SageMaker")
     la.add_argument("spec")
     la.add_argument("--job-name")
     la.add_argument("--wait", action="store_true")
+    la.add_argument(
+        "--region",
+        help="AWS region (default: AWS_REGION / AWS_DEFAULT_REGION, then your profile's region)",
+    )
+    la.add_argument(
+        "--unique-name",
+        action="store_true",
+        help="append a timestamp to the job name, as the SDK's base_job_name does "
+        "(default: the name as given, which AWS refuses to reuse)",
+    )
+    _sdk_option(la)
 
     ru = sub.add_parser("run", help="run the job: --local on this machine, else on SageMaker")
     ru.add_argument("spec", nargs="?", help="the job spec (or give --request)")
@@ -59,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
         "TrainingImage (e.g. sm-toolkit:latest from `make build`)",
     )
     ru.add_argument("--job-name")
+    _sdk_option(ru)
     ru.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     ru.add_argument(
         "--set",
@@ -80,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("spec")
     t.add_argument("--local", action="store_true")
     t.add_argument("--job-name")
+    _sdk_option(t)
     t.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     t.add_argument("--resume", action="store_true",
                    help="continue a local tuning job that was killed: only the remaining "
@@ -89,23 +115,48 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _sdk_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sdk", choices=["v2", "v3"],
+                   help="SageMaker SDK generation (default: the one installed)")
+
+
 def main(argv: list[str] | None = None) -> int:
     # The v2 SDK is pinned on purpose; its deprecation banner and config chatter are noise.
     os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
-    logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
     args = _parser().parse_args(argv)
+    _quiet_logs(args.verbose)
     try:
         return _dispatch(args)
     except ToolkitError as exc:
         if args.debug:
             raise
-        print(f"sm-toolkit: error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return exc.exit_code
     except Exception as exc:  # the SDK's or AWS's own refusal: one line, not a traceback
-        if args.debug or not _is_service_error(exc):
+        if args.debug:
             raise
-        print(f"sm-toolkit: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        kind = "" if _is_service_error(exc) else "internal error (--debug shows where): "
+        _error(f"{kind}{type(exc).__name__}: {exc}")
         return 1
+
+
+def _error(message: str) -> None:
+    from sm_toolkit.errors import elide
+
+    print(elide(f"sm-toolkit: error: {message}", MAX_ERROR_LINE), file=sys.stderr)
+
+
+MAX_ERROR_LINE = 300
+# Loggers that print INFO lines (or the SDK's "No finished training job" warning on every
+# tuning render) that a user did not ask for.
+_NOISY_LOGGERS = ("sagemaker", "sagemaker.config", "botocore", "boto3", "urllib3", "s3transfer")
+
+
+def _quiet_logs(verbose: bool) -> None:
+    if verbose:  # the SDK's and botocore's own lines, with their logger names, on stderr
+        logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s: %(message)s")
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
 
 
 def _is_service_error(exc: Exception) -> bool:
@@ -123,6 +174,16 @@ def _load(path: str):
     return spec
 
 
+def _checked_args(spec, args: argparse.Namespace):
+    """--job-name and --set pass the same validation as the file; the spec with --set."""
+    from sm_toolkit.spec.overrides import apply_overrides, check_job_name
+
+    if getattr(args, "job_name", None):
+        tuning = spec.tuning is not None and args.command in ("render", "launch", "tune")
+        check_job_name(args.job_name, tuning=tuning)
+    return apply_overrides(spec, getattr(args, "set", None) or [])
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from sm_toolkit.local.demo import run_demo
@@ -134,38 +195,102 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run_local(_read_request(args.request), args)
     if args.command == "run" and not args.spec:
         raise ConfigError("spec", MISSING, "give a job spec, or --request FILE with --local")
-    spec = _load(args.spec)
+    spec = _checked_args(_load(args.spec), args)  # --set applied, --job-name checked
     if args.command == "validate":
-        kind = "tuning job" if spec.tuning else "training job"
-        print(f"{args.spec}: OK ({kind} {spec.tuning.job_name if spec.tuning else spec.name})")
-        return 0
+        return _validate(spec, args.spec, args.sdk)
     if args.command == "render":
-        from sm_toolkit.aws.render import render
-
-        rendered = render(spec, job_name=args.job_name)
-        print(
-            json.dumps(
-                {
-                    "Operation": rendered.operation,
-                    "Request": rendered.request,
-                    "Uploads": rendered.uploads,
-                },
-                indent=2,
-                sort_keys=True,
-            )
-        )
-        return 0
+        return _render(spec, args)
     if args.command == "launch" or (args.command == "run" and not args.local):
-        return _launch(spec, args.job_name, wait=args.command == "run" or args.wait)
+        return _launch(
+            spec,
+            args.job_name,
+            wait=args.command == "run" or args.wait,
+            region=getattr(args, "region", None),
+            unique=getattr(args, "unique_name", False),
+            sdk=args.sdk,
+        )
+    if args.sdk:  # run/tune --local render through the generation installed: say so if not
+        from sm_toolkit.aws import generation
+
+        generation.resolve(args.sdk)
     if args.command == "run":
         return _run_local(_spec_request(spec, args), args)
     return _tune(spec, args)
 
 
-def _launch(spec, job_name: str | None, *, wait: bool) -> int:
-    from sm_toolkit.aws.launch import launch
+def _validate(spec, path: str, sdk: str | None) -> int:
+    """The spec's own checks, what the SDK generation cannot express, then (with that
+    generation installed) the request the SDK builds against the API's limits."""
+    from sm_toolkit.aws import generation
+    from sm_toolkit.aws.render import render
+    from sm_toolkit.spec.rules import debugger_hook_note
 
-    launched = launch(spec, job_name=job_name, wait=wait)
+    sdk = _check_generation(spec, sdk)
+    if sdk is not None and sdk == generation.installed():
+        render(spec, sdk=sdk)
+    note = debugger_hook_note(spec)
+    if note:
+        print(f"sm-toolkit: note: {note}", file=sys.stderr)
+    kind = "tuning job" if spec.tuning else "training job"
+    name = spec.tuning.job_name if spec.tuning else spec.name
+    print(f"{path}: OK ({kind} {name}{', SDK ' + sdk if sdk else ''})")
+    return 0
+
+
+def _check_generation(spec, sdk: str | None) -> str | None:
+    """The generation a spec is checked against (``--sdk``, else the one installed, else
+    none): v3 refuses what it cannot express, in one line."""
+    from sm_toolkit.aws import generation, mapping
+
+    sdk = sdk or generation.installed()
+    if sdk == "v3":
+        mapping.check_v3(spec)
+    return sdk
+
+
+def _render(spec, args: argparse.Namespace) -> int:
+    """Print the bare request (JSON or nothing on stdout); uploads are listed on stderr."""
+    from sm_toolkit.aws.render import render, upload_local_inputs
+
+    session = None
+    if args.upload:
+        import boto3
+
+        session = boto3.Session()
+    rendered = render(spec, job_name=args.job_name, boto_session=session, sdk=args.sdk)
+    text = json.dumps(rendered.request, indent=2, sort_keys=True, allow_nan=False)
+    if session is not None:
+        upload_local_inputs(spec, args.job_name or _default_name(spec), session)
+    verb = "uploaded" if args.upload else "launch uploads (render --upload writes them)"
+    for uri in rendered.uploads:
+        print(f"sm-toolkit: {verb}: {uri}", file=sys.stderr)
+    print(text)
+    return 0
+
+
+def _default_name(spec) -> str:
+    return spec.tuning.job_name if spec.tuning is not None else spec.name
+
+
+def _launch(
+    spec,
+    job_name: str | None,
+    *,
+    wait: bool,
+    region: str | None = None,
+    unique: bool = False,
+    sdk: str | None = None,
+) -> int:
+    from sm_toolkit.aws.launch import launch, resolve_region, unique_name
+
+    region = resolve_region(spec, region)
+    if unique:
+        job_name = unique_name(job_name or _default_name(spec), tuning=spec.tuning is not None)
+    print(
+        f"sm-toolkit: launching {job_name or _default_name(spec)} in region {region}",
+        file=sys.stderr,
+    )
+    launched = launch(spec, job_name=job_name, wait=wait, region=region, sdk=sdk)
     status_key = (
         "TrainingJobStatus" if launched.kind == "training" else "HyperParameterTuningJobStatus"
     )
@@ -174,13 +299,9 @@ def _launch(spec, job_name: str | None, *, wait: bool) -> int:
 
 
 def _overrides(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError("--set", pair, "KEY=VALUE, e.g. --set epochs=3")
-        out[key] = value
-    return out
+    from sm_toolkit.spec.overrides import parse_overrides
+
+    return parse_overrides(pairs)
 
 
 def _read_request(path: str) -> dict:
@@ -204,10 +325,8 @@ def _spec_request(spec, args: argparse.Namespace) -> dict:
     """The spec's CreateTrainingJob request, as the SDK builds it, made local."""
     from sm_toolkit.aws.local_request import local_training_request
 
-    request = local_training_request(
-        spec, args.job_name or unique_name(spec.name), _overrides(args.set)
-    )
-    args.set = []  # applied: the SDK encoded them with the rest
+    request = local_training_request(spec, args.job_name or unique_name(spec.name))
+    args.set = []  # already in the spec: the SDK encoded them with the rest
     return request
 
 
@@ -225,9 +344,11 @@ def _run_local(request: dict, args: argparse.Namespace) -> int:
 
     from sm_toolkit.local.engine import run_training_job
     from sm_toolkit.local.record import to_json
+    from sm_toolkit.spec.overrides import check_job_name
 
     request = dict(request)
     if args.job_name:
+        check_job_name(args.job_name, tuning=False)
         request["TrainingJobName"] = args.job_name
     if args.set:
         request["HyperParameters"] = {**request.get("HyperParameters", {}), **_overrides(args.set)}
@@ -276,14 +397,15 @@ def _tune(spec, args: argparse.Namespace) -> int:
     if not args.local:
         if args.resume:
             raise ConfigError("--resume", True, "only with --local (a local tuning job)")
-        return _launch(spec, args.job_name, wait=False)
+        return _launch(spec, args.job_name, wait=False, sdk=args.sdk)
     from sm_toolkit.aws.local_request import localize_request
     from sm_toolkit.aws.render import render
     from sm_toolkit.local.tuning import run_local_tuning
 
     # The local side runs the request, never the spec: render it as a launch would, then
     # point code and local channels at this machine as SageMaker local mode does.
-    request = localize_request(render(spec, job_name=args.job_name).request, spec)
+    rendered = render(spec, job_name=args.job_name, sdk=args.sdk)
+    request = localize_request(rendered.request, spec)
     result = run_local_tuning(request, workdir=args.workdir, resume=args.resume)
     if result.best is None:
         print(f"sm-toolkit: tuning job {result.job_name}: no trial completed", file=sys.stderr)

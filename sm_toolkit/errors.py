@@ -28,10 +28,38 @@ class ConfigError(ToolkitError):
         self.field = field
         self.value = value
         self.allowed = allowed
+        field = elide(field, MAX_FIELD)
         if value is MISSING:
-            super().__init__(f"{field}: missing; {allowed}")
+            head = f"{field}: missing; "
         else:
-            super().__init__(f"{field}: {value!r} is not allowed; {allowed}")
+            head = f"{field}: {_shown(value)} is not allowed; "
+        super().__init__(head + elide(allowed, MAX_LINE - len(head)))
+
+
+# One error line stays under 300 characters with the CLI's "sm-toolkit: error: " prefix.
+MAX_LINE, MAX_FIELD, MAX_VALUE = 278, 80, 60
+
+
+def elide(text: str, limit: int) -> str:
+    """``text`` on one line, at most ``limit`` characters, the middle elided if longer."""
+    text = text.replace("\n", "\\n").replace("\r", "\\r")
+    if len(text) <= limit:
+        return text
+    mark = f"...({len(text)} chars)..."
+    keep = max(limit - len(mark), 2)
+    return text[: keep - keep // 3] + mark + text[len(text) - keep // 3 :]
+
+
+def _shown(value: object) -> str:
+    """A short repr: only the ends of a long string; a container by its size (the repr of
+    a huge nested value would cost time and memory before it is elided)."""
+    if isinstance(value, str | bytes) and len(value) > MAX_VALUE:
+        mark = f"...({len(value)} chars)..."
+        keep = (MAX_VALUE - len(mark)) // 2
+        return repr(value[:keep])[:-1] + mark + repr(value[-keep:])[1:]
+    if isinstance(value, dict | list | tuple | set) and len(value) > 3:
+        return f"<{type(value).__name__} of {len(value)}>"
+    return elide(repr(value), MAX_VALUE)
 
 
 class JobFailedError(ToolkitError):

@@ -9,15 +9,17 @@ host is a real AWS one, and a job aimed elsewhere should send nothing to AWS.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import boto3
 
-from sm_toolkit.aws import sdk_v2
-from sm_toolkit.aws.render import render, staged_inputs
+from sm_toolkit.aws import generation
+from sm_toolkit.aws.render import render, upload_local_inputs
+from sm_toolkit.errors import MISSING, ConfigError
 from sm_toolkit.spec import JobSpec
+from sm_toolkit.spec.job import REGION_PATTERN
 
 ENDPOINT_VARS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SAGEMAKER")
 
@@ -27,43 +29,73 @@ class Launched:
     kind: str  # "training" or "tuning"
     name: str
     description: dict[str, Any]
+    region: str = ""
 
 
-def launch(spec: JobSpec, *, job_name: str | None = None, wait: bool = False) -> Launched:
-    """Check the request offline, upload local inputs, then create the job."""
-    name = job_name or (spec.tuning.job_name if spec.tuning else spec.name)
-    render(spec, job_name=name)  # the same request, validated before anything is sent
-    custom_endpoint = any(os.environ.get(v) for v in ENDPOINT_VARS)
-    session = sdk_v2.make_session(
-        boto3.Session(region_name=spec.region),
-        bucket=spec.bucket,
-        sagemaker_config=sdk_v2.user_sdk_config(custom_endpoint),
-    )
-    inputs = _upload_local_inputs(spec, name, session)
-    estimator = sdk_v2.build_estimator(spec, session)
-    client = session.sagemaker_client
-    if spec.tuning is None:
-        estimator.fit(
-            inputs=sdk_v2.training_inputs(inputs),
-            job_name=name,
-            wait=wait,
-            logs="All" if wait else "None",
+def resolve_region(spec: JobSpec, region: str | None = None) -> str:
+    """The region a launch uses: the argument, else a ``region:`` written in the spec, else
+    the standard AWS chain (AWS_REGION / AWS_DEFAULT_REGION, then the profile)."""
+    explicit = spec.region if "region" in spec.model_fields_set else None
+    found = region or explicit or boto3.Session().region_name
+    if not found:
+        raise ConfigError(
+            "region", MISSING, "give --region, set AWS_DEFAULT_REGION or a profile's region"
         )
-        return Launched("training", name, client.describe_training_job(TrainingJobName=name))
-    tuner = sdk_v2.build_tuner(spec, estimator)
-    tuner.fit(inputs=sdk_v2.training_inputs(inputs), job_name=name, wait=False)
-    if wait:
-        tuner.wait()
-    desc = client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
-    return Launched("tuning", name, desc)
+    if not re.fullmatch(REGION_PATTERN, found):
+        raise ConfigError("region", found, "an AWS region like us-east-1")
+    return found
 
 
-def _upload_local_inputs(spec: JobSpec, job_name: str, session) -> dict[str, str]:
-    targets = staged_inputs(spec, job_name)
-    for channel, uri in spec.inputs.items():
-        if uri.startswith("s3://"):
-            continue
-        bucket, _, prefix = targets[channel][len("s3://") :].partition("/")
-        path = Path(uri)
-        session.upload_data(str(path), bucket=bucket, key_prefix=prefix)
-    return targets
+def unique_name(base: str, *, tuning: bool) -> str:
+    """``base`` plus a timestamp, cut to the API's length, the way the SDK's base_job_name
+    makes names (training: 63 characters, ``-%Y-%m-%d-%H-%M-%S-%f`` to the millisecond;
+    tuning: 32, ``-%y%m%d-%H%M``). Written here so that it needs neither SDK generation."""
+    import datetime as dt
+
+    now = dt.datetime.now(dt.timezone.utc)
+    stamp = now.strftime("%y%m%d-%H%M") if tuning else now.strftime("%Y-%m-%d-%H-%M-%S-%f")[:-3]
+    limit = 32 if tuning else 63
+    return f"{base[: limit - len(stamp) - 1].rstrip('-')}-{stamp}"
+
+
+def launch(
+    spec: JobSpec,
+    *,
+    job_name: str | None = None,
+    wait: bool = False,
+    region: str | None = None,
+    unique: bool = False,
+    sdk: str | None = None,
+) -> Launched:
+    """Check the request offline, upload local inputs, then create the job.
+
+    ``unique`` appends a timestamp to the name (a second launch of one spec would otherwise
+    reuse the name, which AWS refuses). ``sdk`` picks the generation (default: the one
+    installed); under v3 the SDK names the training job ``<name>-<timestamp>`` itself."""
+    sdk = generation.resolve(sdk)
+    name = job_name or (spec.tuning.job_name if spec.tuning else spec.name)
+    if unique:
+        name = unique_name(name, tuning=spec.tuning is not None)
+    region = resolve_region(spec, region)
+    # The same request, validated before anything is sent.
+    render(
+        spec,
+        job_name=name,
+        job_name_field="--job-name" if job_name else _name_field(spec),
+        sdk=sdk,
+    )
+    custom_endpoint = any(os.environ.get(v) for v in ENDPOINT_VARS)
+    boto_session = boto3.Session(region_name=region)
+    inputs = upload_local_inputs(spec, name, boto_session)
+    if sdk == "v3":
+        from sm_toolkit.aws import sdk_v3 as sdk_module
+    else:
+        from sm_toolkit.aws import sdk_v2 as sdk_module
+    kind, created, desc = sdk_module.launch_job(
+        spec, boto_session, inputs, name, wait=wait, opt_out_telemetry=custom_endpoint
+    )
+    return Launched(kind, created, desc, region)
+
+
+def _name_field(spec: JobSpec) -> str:
+    return "tuning.job_name" if spec.tuning is not None else "name"

@@ -1,13 +1,16 @@
-"""Pure mapping from a JobSpec to the SageMaker SDK v2's estimator and tuner arguments.
+"""Pure mapping from a JobSpec to the SageMaker SDK's estimator, trainer and tuner arguments.
 
 Plain data in, plain data out: no SDK objects, no I/O, no environment. ``sdk_v2`` turns
-these into SDK objects; a v3 ``ModelTrainer`` builder could start from the same data.
+these into v2 objects, ``sdk_v3`` into a v3 ``ModelTrainer``; both start from this data
+(environment, tags, metrics, ranges, tuner settings), and ``check_v3`` says what v3
+cannot express.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from sm_toolkit.errors import ConfigError
 from sm_toolkit.spec import JobSpec
 from sm_toolkit.spec.rules import grid_size
 from sm_toolkit.spec.tuning import CategoricalRange, ContinuousRange, TuningSpec
@@ -62,6 +65,38 @@ def environment(spec: JobSpec) -> dict[str, str]:
     if spec.tensorboard is not None:
         env.setdefault(TENSORBOARD_DIR_ENV, spec.tensorboard.local_path)
     return env
+
+
+def tag_dicts(spec: JobSpec) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in spec.tags.items()]
+
+
+def metric_dicts(spec: JobSpec) -> list[dict[str, str]]:
+    return [{"Name": m.name, "Regex": m.regex} for m in spec.metrics]
+
+
+# SDK v3's ModelTrainer has Torchrun, MPI and SMP, but no smdistributed.dataparallel launcher.
+_V3_NO_SMDDP = (
+    "SDK v3 has no smdistributed.dataparallel launcher: use distribution type "
+    "torch_distributed (the trainer picks the smddp backend where smdistributed.dataparallel "
+    "is importable, as in the AWS PyTorch GPU images) or --sdk v2"
+)
+
+
+def check_v3(spec: JobSpec) -> None:
+    """Raise ConfigError for what SDK v3 cannot express, naming the field and the way out."""
+    if spec.distribution.type in ("smddp", "pytorchddp"):
+        raise ConfigError("distribution.type", spec.distribution.type, _V3_NO_SMDDP)
+    if spec.rules:
+        raise ConfigError(
+            "rules",
+            list(spec.rules),
+            "SDK v3's ModelTrainer has no SageMaker Debugger rules: remove rules or use --sdk v2",
+        )
+    if spec.tuning is not None and spec.tuning.random_seed == 0:  # v3 tests `if random_seed`
+        raise ConfigError(
+            "tuning.random_seed", 0, "SDK v3's tuner drops a seed of 0: use 1 or more, or --sdk v2"
+        )
 
 
 def estimator_kwargs(spec: JobSpec) -> dict[str, Any]:

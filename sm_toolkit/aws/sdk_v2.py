@@ -2,7 +2,7 @@
 
 It makes sessions, the PyTorch estimator and the HyperparameterTuner from the plain
 arguments in ``mapping``. SDK v3 removed the Estimator API (its ModelTrainer has no
-smddp, no Debugger rules); a v3 builder would be a sibling of this module.
+smddp, no Debugger rules); its builders are the sibling ``sdk_v3``.
 """
 
 from __future__ import annotations
@@ -63,9 +63,24 @@ _VALIDATOR: list[Any] = []
 
 
 def _install_fast_config_validation() -> None:
+    import sagemaker.config.config
+    import sagemaker.session
     import sagemaker.utils
 
-    sagemaker.utils.validate_sagemaker_config = _validate_config_once
+    # Every module that imported the SDK's function by name (each config lookup, config
+    # loading, and Session(sagemaker_config=...)).
+    for module in (sagemaker.utils, sagemaker.config.config, sagemaker.session):
+        module.validate_sagemaker_config = _validate_config_once
+
+
+class CaptureSession(Session):
+    """A Session whose create-job calls are recorded instead of sent (render)."""
+
+    captured: list[tuple[str, dict[str, Any]]]
+
+    def _intercept_create_request(self, request, create, func_name=None):  # noqa: D401
+        self.captured.append((func_name, request))
+        return None
 
 
 def make_session(
@@ -86,6 +101,7 @@ def user_sdk_config(opt_out_telemetry: bool) -> dict[str, Any] | None:
     """The user's own SDK config files, with telemetry opted out when asked."""
     from sagemaker.config import load_sagemaker_config
 
+    _install_fast_config_validation()
     config = load_sagemaker_config() or {}
     if not opt_out_telemetry:
         return config or None
@@ -135,6 +151,37 @@ def build_tuner(spec: JobSpec, estimator: PyTorch) -> HyperparameterTuner:
     return HyperparameterTuner(
         estimator=estimator, hyperparameter_ranges=ranges, base_tuning_job_name=t.job_name, **kwargs
     )
+
+
+def launch_job(
+    spec: JobSpec,
+    boto_session: boto3.Session,
+    inputs: dict[str, str],
+    job_name: str,
+    *,
+    wait: bool,
+    opt_out_telemetry: bool,
+) -> tuple[str, str, dict[str, Any]]:
+    """Create the job through v2; (kind, name, Describe* response)."""
+    session = make_session(
+        boto_session, bucket=spec.bucket, sagemaker_config=user_sdk_config(opt_out_telemetry)
+    )
+    estimator = build_estimator(spec, session)
+    client = session.sagemaker_client
+    if spec.tuning is None:
+        estimator.fit(
+            inputs=training_inputs(inputs),
+            job_name=job_name,
+            wait=wait,
+            logs="All" if wait else "None",
+        )
+        return "training", job_name, client.describe_training_job(TrainingJobName=job_name)
+    tuner = build_tuner(spec, estimator)
+    tuner.fit(inputs=training_inputs(inputs), job_name=job_name, wait=False)
+    if wait:
+        tuner.wait()
+    desc = client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=job_name)
+    return "tuning", job_name, desc
 
 
 def training_inputs(channels: dict[str, str]) -> dict[str, TrainingInput] | None:

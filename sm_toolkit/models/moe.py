@@ -21,7 +21,13 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from sm_toolkit.errors import ConfigError
-from sm_toolkit.models.moe_experts import FeedForward, GroupedExperts, residual_std
+from sm_toolkit.models.moe_experts import (
+    EXPERT_COMPUTES,
+    EXPERT_KINDS,
+    FeedForward,
+    GroupedExperts,
+    residual_std,
+)
 from sm_toolkit.models.moe_layer import DispatchConfig, MoELayer
 from sm_toolkit.models.moe_router import RouterConfig, TopKRouter
 
@@ -55,6 +61,8 @@ class MoEConfig:
     bias_update_rate: float = 0.0  # > 0: auxiliary-loss-free balancing (DeepSeek-V3)
     shared_expert_d_ff: int = 0  # > 0: a dense expert every token also goes through
     experts_per_layer: tuple[int, ...] = ()  # PR-MoE: experts of each MoE layer, in order
+    expert_kind: Literal["mlp", "swiglu"] = "mlp"  # swiglu: gated experts (Mixtral style)
+    expert_compute: Literal["auto", "loop", "grouped"] = "auto"  # see moe_experts
 
     def __post_init__(self) -> None:
         # A JSON round trip (hyperparameters, checkpoints) turns the tuple into a list.
@@ -83,6 +91,14 @@ class MoEConfig:
         for layer in self.moe_layers:  # builds (and so validates) each layer's options
             self.router_config(layer)
         self.dispatch_config()
+        self._check_experts()
+
+    def _check_experts(self) -> None:
+        if self.expert_kind not in EXPERT_KINDS:
+            raise ConfigError("expert_kind", self.expert_kind, f"one of {', '.join(EXPERT_KINDS)}")
+        if self.expert_compute not in EXPERT_COMPUTES:
+            allowed = f"one of {', '.join(EXPERT_COMPUTES)}"
+            raise ConfigError("expert_compute", self.expert_compute, allowed)
 
     @property
     def moe_layers(self) -> tuple[int, ...]:
@@ -164,7 +180,8 @@ def build_moe_layer(config: MoEConfig, layer: int) -> MoELayer:
         )  # fmt: skip
     experts = GroupedExperts(
         n_experts=config.experts_in_layer(layer), d_model=config.d_model, d_ff=config.d_ff,
-        activation=config.activation, out_std=out_std,
+        activation=config.activation, out_std=out_std, kind=config.expert_kind,
+        compute=config.expert_compute,
     )  # fmt: skip
     return MoELayer(
         router=TopKRouter(config.router_config(layer)),

@@ -1,4 +1,4 @@
-"""Expert feed-forward networks: a stack of E two-layer MLPs, and the dense FFN.
+"""Expert feed-forward networks: a stack of E MLP or SwiGLU experts, and the dense FFN.
 
 Legend for tensor names (suffix = shape):
     S token rows sorted by expert (segment e holds counts[e] rows)
@@ -7,8 +7,16 @@ Legend for tensor names (suffix = shape):
     E experts held by this module
     C capacity (rows per expert in a padded buffer)
 
-Weights are stored stacked, w1_EDH and w2_EHD, so the state_dict layout does not depend on
-how experts are split across processes (`moe_parallel.py` slices the stack).
+Weights are stored stacked, w1_EDH and w2_EHD (and w3_EDH, the "up" projection of a
+SwiGLU expert: silu(x w1) * (x w3) w2, as in Mixtral / DeepSeek / Qwen-MoE), so the
+state_dict layout does not depend on how experts are split across processes
+(`moe_parallel.py` slices the stack).
+
+Two ways to run the ragged segments, same numbers (bitwise equal on CPU, tested):
+`loop`, one matmul per expert, and `grouped`, one `torch.nn.functional.grouped_mm` per
+weight over all segments (offsets = cumulative counts; the kernel torchtitan's MoE uses).
+`auto` times both once per device and shape on first use and keeps the faster
+(`choose_compute`); which one wins depends on the machine and its load.
 
 Why the ragged path unbinds the stack once per call instead of indexing `w1_EDH[e]` in the
 loop: the backward of each `W[e]` writes a zero-filled full-size [E, D, H] gradient, i.e.
@@ -21,15 +29,36 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from sm_toolkit.errors import ConfigError
 from sm_toolkit.models.activations import make_activation
+
+EXPERT_KINDS = ("mlp", "swiglu")
+EXPERT_COMPUTES = ("auto", "loop", "grouped")
+_WEIGHTS = ("w1_EDH", "w2_EHD", "w3_EDH")
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward hands on a contiguous gradient: grouped_mm's backward
+    rejects the zero-stride gradient that e.g. `y.sum().backward()` produces."""
+
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        return grad.contiguous()
 
 
 class GroupedExperts(nn.Module):
-    """E independent MLPs x -> act(x @ w1_e) @ w2_e, run over expert-sorted rows.
+    """E independent experts over expert-sorted rows: `mlp` x -> act(x w1_e) w2_e, or
+    `swiglu` x -> (silu(x w1_e) * (x w3_e)) w2_e.
 
     Every parameter here is an expert parameter (`is_expert = True` on each), which lets the
     model put them in their own optimizer group and keep them out of data-parallel
@@ -37,45 +66,116 @@ class GroupedExperts(nn.Module):
     """
 
     def __init__(
-        self, *, n_experts: int, d_model: int, d_ff: int, activation: str, out_std: float
-    ) -> None:
+        self, *, n_experts: int, d_model: int, d_ff: int, activation: str, out_std: float,
+        kind: str = "mlp", compute: str = "auto",
+    ) -> None:  # fmt: skip
         super().__init__()
-        self.n_experts = n_experts
+        if kind not in EXPERT_KINDS:
+            raise ConfigError("expert_kind", kind, f"one of {', '.join(EXPERT_KINDS)}")
+        if compute not in EXPERT_COMPUTES:
+            raise ConfigError("expert_compute", compute, f"one of {', '.join(EXPERT_COMPUTES)}")
+        if compute == "grouped" and not grouped_aligned(d_model, d_ff):
+            raise ConfigError(
+                "expert_compute", compute,
+                "'loop' or 'auto' unless d_model and d_ff are multiples of 8 (grouped_mm "
+                "needs 16-byte strides, bf16 included)",
+            )  # fmt: skip
+        self.n_experts, self.kind, self.compute = n_experts, kind, compute
         self.w1_EDH = nn.Parameter(torch.empty(n_experts, d_model, d_ff))
         self.w2_EHD = nn.Parameter(torch.empty(n_experts, d_ff, d_model))
         nn.init.normal_(self.w1_EDH, std=0.02)
         nn.init.normal_(self.w2_EHD, std=out_std)
-        for p in (self.w1_EDH, self.w2_EHD):
+        if kind == "swiglu":
+            self.w3_EDH = nn.Parameter(torch.empty(n_experts, d_model, d_ff))
+            nn.init.normal_(self.w3_EDH, std=0.02)
+        for p in self.parameters():
             p.is_expert = True  # type: ignore[attr-defined]
-        self.act = make_activation(activation)
+        self.act = make_activation(activation) if kind == "mlp" else nn.SiLU()
+
+    def _hidden(self, up: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
+        return self.act(up) if gate is None else self.act(up) * gate
 
     def forward(self, x_SD: torch.Tensor, counts: list[int]) -> torch.Tensor:
         """Ragged path: rows sorted by expert, `counts[e]` rows for expert e (sum = S)."""
         assert len(counts) == self.n_experts and sum(counts) == x_SD.shape[0]
-        w1s = self.w1_EDH.unbind(0)
-        w2s = self.w2_EHD.unbind(0)
+        compute = self.compute
+        if compute == "auto":
+            _, d, h = self.w1_EDH.shape
+            aligned = grouped_aligned(d, h)
+            compute = choose_compute(self, x_SD.shape[0], x_SD.device) if aligned else "loop"
+        if compute == "grouped":
+            return self.forward_grouped(x_SD, counts)
+        return self.forward_loop(x_SD, counts)
+
+    def forward_loop(self, x_SD: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        """One matmul per expert on its segment."""
+        w1s, w2s = self.w1_EDH.unbind(0), self.w2_EHD.unbind(0)
+        w3s = self.w3_EDH.unbind(0) if self.kind == "swiglu" else None
         outs = []
         for e, x_segD in enumerate(torch.split(x_SD, counts)):
-            outs.append(self.act(x_segD @ w1s[e]) @ w2s[e])
+            gate = x_segD @ w3s[e] if w3s is not None else None
+            outs.append(self._hidden(x_segD @ w1s[e], gate) @ w2s[e])
         return torch.cat(outs, dim=0)
+
+    def forward_grouped(self, x_SD: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        """One grouped GEMM per weight over all segments (offsets: cumulative counts)."""
+        offs_E = torch.tensor(counts, device=x_SD.device).cumsum(0).to(torch.int32)
+        x_SD = _ContiguousGrad.apply(x_SD)
+        up_SH = F.grouped_mm(x_SD, self.w1_EDH, offs=offs_E)
+        gate = F.grouped_mm(x_SD, self.w3_EDH, offs=offs_E) if self.kind == "swiglu" else None
+        h_SH = _ContiguousGrad.apply(self._hidden(up_SH, gate))
+        return _ContiguousGrad.apply(F.grouped_mm(h_SH, self.w2_EHD, offs=offs_E))
 
     def forward_padded(self, x_ECD: torch.Tensor) -> torch.Tensor:
         """Capacity-padded path: one batched matmul per layer over [E, C, D] buffers."""
-        return torch.bmm(self.act(torch.bmm(x_ECD, self.w1_EDH)), self.w2_EHD)
+        gate = torch.bmm(x_ECD, self.w3_EDH) if self.kind == "swiglu" else None
+        return torch.bmm(self._hidden(torch.bmm(x_ECD, self.w1_EDH), gate), self.w2_EHD)
 
     def slice(self, start: int, stop: int) -> GroupedExperts:
         """A new module holding copies of experts start..stop-1 (for expert parallelism)."""
         part = copy.deepcopy(self)
         part.n_experts = stop - start
-        part.w1_EDH = nn.Parameter(self.w1_EDH.detach()[start:stop].clone())
-        part.w2_EHD = nn.Parameter(self.w2_EHD.detach()[start:stop].clone())
-        for p in (part.w1_EDH, part.w2_EHD):
+        for name in _WEIGHTS:
+            if hasattr(self, name):
+                setattr(part, name, nn.Parameter(getattr(self, name).detach()[start:stop].clone()))
+        for p in part.parameters():
             p.is_expert = True  # type: ignore[attr-defined]
         return part
 
     def extra_repr(self) -> str:
         e, d, h = self.w1_EDH.shape
-        return f"n_experts={e}, d_model={d}, d_ff={h}"
+        return f"n_experts={e}, d_model={d}, d_ff={h}, kind={self.kind}, compute={self.compute}"
+
+
+_CHOICE: dict[tuple, str] = {}
+
+
+def grouped_aligned(d_model: int, d_ff: int) -> bool:
+    """grouped_mm needs row strides that are multiples of 16 bytes (8 bf16 elements)."""
+    return d_model % 8 == 0 and d_ff % 8 == 0
+
+
+def choose_compute(experts: GroupedExperts, n_rows: int, device: torch.device) -> str:
+    """`loop` or `grouped`, whichever ran a forward + backward faster here (timed once per
+    device type, expert kind and shape; rows bucketed by powers of two; then cached)."""
+    e, d, h = experts.w1_EDH.shape
+    key = (device.type, experts.kind, e, d, h, 1 << max(0, n_rows - 1).bit_length())
+    if key not in _CHOICE:
+        probe = copy.deepcopy(experts).to(device)
+        gen = torch.Generator(device).manual_seed(0)  # leaves the training RNG untouched
+        x_SD = torch.randn(max(n_rows, e), d, device=device, generator=gen, requires_grad=True)
+        base, extra = divmod(x_SD.shape[0], e)
+        counts = [base + (i < extra) for i in range(e)]
+        times = {}
+        for name in ("loop", "grouped", "loop", "grouped"):  # second round: warm
+            start = time.perf_counter()
+            with torch.enable_grad():  # first use may come in evaluation, under no_grad
+                getattr(probe, f"forward_{name}")(x_SD, counts).sum().backward()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times[name] = time.perf_counter() - start
+        _CHOICE[key] = min(times, key=times.get)
+    return _CHOICE[key]
 
 
 class FeedForward(nn.Module):

@@ -98,13 +98,17 @@ def init_process_group(info: DistInfo, device: torch.device, environ: Mapping[st
     return backend
 
 
-def all_reduce_mean(values: list[float], info: DistInfo) -> list[float]:
-    """Average a few scalars over ranks (identity for one process)."""
+def reduce_mean_on(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Mean of `t` over ranks, reduced where `t` lives (identity for one process).
+
+    `t` must be on the training device: a process group made with backend="nccl" has no
+    CPU backend, so a CPU tensor here would fail there (tests/unit/test_device_collectives).
+    """
     if not info.enabled or not dist.is_initialized():
-        return values
-    t = torch.tensor(values, dtype=torch.float64)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return (t / info.world_size).tolist()
+        return t
+    t = t.clone()
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)  # SUM then divide: gloo has no AVG
+    return t / info.world_size
 
 
 def barrier(info: DistInfo) -> None:

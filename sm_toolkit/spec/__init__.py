@@ -11,7 +11,7 @@ from sm_toolkit.spec.job import (
     TensorBoardSpec,
     WarmPoolSpec,
 )
-from sm_toolkit.spec.loader import entrypoints_dir, load_spec, parse_spec
+from sm_toolkit.spec.loader import entrypoints_dir, examples_dir, load_spec, parse_spec
 from sm_toolkit.spec.metrics import metric_regex
 from sm_toolkit.spec.rules import RULES, notices
 from sm_toolkit.spec.tuning import (
@@ -45,6 +45,7 @@ __all__ = [
     "WarmPoolSpec",
     "WarmStart",
     "entrypoints_dir",
+    "examples_dir",
     "load_spec",
     "metric_regex",
     "notices",

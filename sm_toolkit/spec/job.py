@@ -7,7 +7,7 @@ rules that relate several fields live in ``sm_toolkit.spec.rules``.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from sm_toolkit.spec.distribution import Distribution, NoDistribution
 from sm_toolkit.spec.tuning import TuningSpec
@@ -63,8 +63,13 @@ class WarmPoolSpec(_Strict):
 
 
 class MetricDefinition(_Strict):
-    name: str = Field(min_length=1, max_length=255)
-    regex: str = Field(min_length=1, max_length=500)
+    """One metric read from the training log: the regex's one group is the value.
+    The SDK's own spelling (``Name``/``Regex``, as in ``metric_definitions``) is accepted."""
+
+    name: str = Field(min_length=1, max_length=255, validation_alias=AliasChoices("name", "Name"))
+    regex: str = Field(
+        min_length=1, max_length=500, validation_alias=AliasChoices("regex", "Regex")
+    )
 
 
 class TensorBoardSpec(_Strict):

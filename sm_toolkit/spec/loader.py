@@ -6,15 +6,15 @@ Every mistake becomes one ``ConfigError`` line: field path, value, what is allow
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
-from sm_toolkit.errors import MISSING, ConfigError
-from sm_toolkit.spec import rules
+from sm_toolkit.errors import MISSING, ConfigError, LocalRunError
+from sm_toolkit.spec import rules, yaml_io
 from sm_toolkit.spec.job import PATTERN_HINTS, JobSpec
 from sm_toolkit.spec.metrics import default_metric_definitions, entrypoint_catalog
 from sm_toolkit.spec.tuning import TUNING_NAME_PATTERN
@@ -23,26 +23,35 @@ ENTRYPOINTS_ENV = "SM_TOOLKIT_ENTRYPOINTS_DIR"
 
 
 def entrypoints_dir() -> Path:
-    """Where the project's entrypoints live (the repository's entrypoints/ folder)."""
+    """Where the project's entrypoints live: the checkout's entrypoints/ folder, or in an
+    installed wheel the copy it carries as ``sm_toolkit._entrypoints``."""
     override = os.environ.get(ENTRYPOINTS_ENV)
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[2] / "entrypoints"
+    return _shipped("entrypoints", "sm_toolkit._entrypoints")
+
+
+def examples_dir() -> Path:
+    """The example specs: the checkout's examples/ folder, or the wheel's copy."""
+    return _shipped("examples", "sm_toolkit._examples")
+
+
+def _shipped(folder: str, package: str) -> Path:
+    # pyproject maps the top-level folders into the wheel as these packages
+    # ([tool.setuptools.package-dir]); a source checkout uses the folders themselves.
+    checkout = Path(__file__).resolve().parents[2] / folder
+    if checkout.is_dir():
+        return checkout
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise LocalRunError(f"sm-toolkit is installed without its {folder}/ ({package})")
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def load_spec(path: str | Path) -> JobSpec:
     """Read, complete and validate a job spec file."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError("spec", str(path), f"a readable YAML file ({exc.strerror})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "the file"
-        raise ConfigError("spec", str(path), f"valid YAML (error at {where})") from None
+    raw = yaml_io.load_yaml(yaml_io.read_text(path), str(path))
     return parse_spec(raw, base_dir=path.resolve().parent)
 
 
@@ -50,11 +59,17 @@ def parse_spec(raw: Any, *, base_dir: Path) -> JobSpec:
     """Validate an already-parsed mapping (a loaded YAML document)."""
     if not isinstance(raw, dict):
         raise ConfigError("spec", type(raw).__name__, "a mapping of keys (see examples/)")
-    data = _complete(dict(raw), base_dir)
+    return validate_data(_complete(dict(raw), base_dir))
+
+
+def validate_data(data: dict[str, Any]) -> JobSpec:
+    """A completed mapping -> a JobSpec that passed the models and the cross-field rules."""
     try:
         spec = JobSpec.model_validate(data)
     except ValidationError as exc:
         raise _to_config_error(exc) from None
+    except RecursionError:
+        raise ConfigError("spec", "nesting", "a shallower document") from None
     rules.check(spec)
     return spec
 
@@ -83,15 +98,24 @@ def _complete(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
         data["metrics"] = default_metric_definitions(entry)
     inputs = data.get("inputs")
     if isinstance(inputs, dict):
-        data["inputs"] = {k: _resolve_input(v, base_dir) for k, v in inputs.items()}
+        data["inputs"] = {k: _resolve_input(k, v, base_dir) for k, v in inputs.items()}
     return data
 
 
-def _resolve_input(value: Any, base_dir: Path) -> Any:
+def _resolve_input(channel: Any, value: Any, base_dir: Path) -> Any:
+    """An S3 URI stays; a local path (or file:// URI) must exist and becomes absolute."""
     if not isinstance(value, str) or value.startswith("s3:"):
         return value
+    field = f"inputs.{channel}"
+    if "://" in value and not value.startswith("file://"):
+        raise ConfigError(field, value, "an s3://bucket/prefix URI or a local path")
     local = value[len("file://") :] if value.startswith("file://") else value
-    return str((base_dir / local).resolve())
+    if not local or "\x00" in local:
+        raise ConfigError(field, value, "an s3://bucket/prefix URI or a local path")
+    path = (base_dir / local).resolve()
+    if not path.exists():
+        raise ConfigError(field, value, f"an existing local path ({path} does not exist)")
+    return str(path)
 
 
 def _to_config_error(exc: ValidationError) -> ConfigError:

@@ -53,6 +53,11 @@ RULES = (
         "AWS docs: managed warm pools (botocore's model allows 21600)",
     ),
     Rule(
+        "spot-warm-pool",
+        "spot and warm_pool exclude each other",
+        "AWS docs: managed warm pools are not supported with managed spot training",
+    ),
+    Rule(
         "spot-max-wait",
         "spot.max_wait_seconds >= max_run_seconds",
         "API StoppingCondition.MaxWaitTimeInSeconds",
@@ -71,6 +76,17 @@ RULES = (
         "API CreateTrainingJob.Environment",
     ),
     Rule(
+        "hyperparameter-name",
+        "hyperparameter names are letters, digits and . _ : - (no spaces, no leading -), "
+        "values are finite numbers",
+        "sagemaker-training passes each as --NAME VALUE to the script",
+    ),
+    Rule(
+        "tag-key",
+        "tag keys do not start with aws: (reserved for AWS)",
+        "AWS docs: tagging best practices (the API model's pattern cannot say it)",
+    ),
+    Rule(
         "reserved-hyperparameter",
         "hyperparameters starting with sagemaker_ are reserved",
         "sagemaker-training: sagemaker_* keys are framework parameters",
@@ -87,6 +103,11 @@ RULES = (
         "sm-toolkit",
     ),
     Rule("metric-unique", "metric names are unique", "API MetricDefinition"),
+    Rule(
+        "metric-regex",
+        "each metric regex compiles and has exactly one capture group",
+        "AWS docs: define training metrics (the group is the metric's value)",
+    ),
     Rule(
         "tuning-objective",
         "the objective metric is one of the job's metric definitions",
@@ -199,6 +220,18 @@ def notices(spec: JobSpec) -> list[str]:
     return out
 
 
+def debugger_hook_note(spec: JobSpec) -> str | None:
+    """One line when the spec asks for Debugger rules: on AWS they read tensors that the
+    smdebug hook saves, and the sm-toolkit image has no smdebug (see README: Debugger)."""
+    if not spec.rules or spec.tuning is not None:
+        return None
+    return (
+        f"rules ({', '.join(spec.rules)}): on AWS, Debugger rules need the smdebug hook, "
+        "which the sm-toolkit image lacks, so they would find no data; run --local "
+        "evaluates the ones sm-toolkit knows"
+    )
+
+
 def _check_distribution(spec: JobSpec) -> None:
     kind = spec.distribution.type
     if kind in ("smddp", "pytorchddp") and spec.instance.type not in smddp_instance_types():
@@ -220,30 +253,66 @@ def _check_job(spec: JobSpec) -> None:
             spec.spot.max_wait_seconds,
             f"must be >= max_run_seconds ({spec.max_run_seconds})",
         )
+    if spec.spot is not None and spec.warm_pool is not None:
+        raise ConfigError(
+            "warm_pool", "with spot", "spot and warm_pool exclude each other (AWS: unsupported)"
+        )
     for channel, uri in spec.inputs.items():
-        if not re.match(CHANNEL_PATTERN, channel):
+        # fullmatch: re.match's $ would also accept a trailing newline.
+        if not re.fullmatch(CHANNEL_PATTERN, channel):
             raise ConfigError(
                 f"inputs.{channel}", channel, "channel names match [A-Za-z0-9.-_]{1,64}"
             )
-        if uri.startswith("s3:") and not re.match(S3_URI_PATTERN, uri):
+        if uri.startswith("s3:") and not re.fullmatch(S3_URI_PATTERN, uri):
             raise ConfigError(f"inputs.{channel}", uri, "an S3 URI looks like s3://bucket/prefix")
+    for key in spec.tags:
+        if key.lower().startswith("aws:"):
+            raise ConfigError(f"tags.{key}", key, "tag keys starting with aws: are reserved")
     for key in spec.environment:
-        if not re.match(ENV_KEY_PATTERN, key):
+        if not re.fullmatch(ENV_KEY_PATTERN, key):
             raise ConfigError(f"environment.{key}", key, "keys match [a-zA-Z_][a-zA-Z0-9_]*")
     _check_names(spec)
 
 
 def _check_names(spec: JobSpec) -> None:
-    for key in spec.hyperparameters:
-        if key.startswith("sagemaker_"):
-            raise ConfigError(
-                f"hyperparameters.{key}",
-                key,
-                "names starting with sagemaker_ are reserved for the SDK",
-            )
+    for key, value in spec.hyperparameters.items():
+        check_hyperparameter(key, value)
     for i, name in enumerate(spec.rules):
         if name not in debugger_rule_names():
             raise ConfigError(f"rules[{i}]", name, "one of " + ", ".join(debugger_rule_names()))
+    _check_metrics(spec)
+
+
+HYPERPARAMETER_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.:\-]*"
+
+
+def check_hyperparameter(key: str, value: object, field: str | None = None) -> None:
+    """One hyperparameter as the script will receive it (``--key value``)."""
+    field = field or f"hyperparameters.{key}"
+    if key.startswith("sagemaker_"):
+        raise ConfigError(field, key, "names starting with sagemaker_ are reserved for the SDK")
+    if not re.fullmatch(HYPERPARAMETER_NAME, key):
+        raise ConfigError(
+            field, key, "names are letters, digits and . _ : - (the script gets --NAME)"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(field, value, "a finite number (JSON has no NaN or infinity)")
+
+
+def _check_metrics(spec: JobSpec) -> None:
+    for i, m in enumerate(spec.metrics):
+        try:
+            groups = re.compile(m.regex).groups
+        except (re.error, RecursionError, OverflowError) as exc:
+            raise ConfigError(
+                f"metrics[{i}].regex", m.regex, f"a regex that compiles ({exc}) for {m.name}"
+            ) from None
+        if groups != 1:
+            raise ConfigError(
+                f"metrics[{i}].regex",
+                m.regex,
+                f"exactly one capture group (the value of {m.name}); it has {groups}",
+            )
     names = [m.name for m in spec.metrics]
     for name in names:
         if names.count(name) > 1:
@@ -268,9 +337,10 @@ def _check_tuning(spec: JobSpec, t: TuningSpec) -> None:
 
 
 def _check_range(field: str, name: str, r: object) -> None:
-    if name.startswith("sagemaker_"):
-        raise ConfigError(field, name, "names starting with sagemaker_ are reserved")
+    check_hyperparameter(name, None, field)
     if isinstance(r, CategoricalRange):
+        for i, v in enumerate(r.values):
+            check_hyperparameter(name, v, f"{field}.values[{i}]")
         return
     assert isinstance(r, ContinuousRange | IntegerRange)
     if not r.min < r.max:

@@ -20,10 +20,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# The API takes numbers as JSON, which has no NaN or infinity.
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
 class ContinuousRange(_Strict):
     type: Literal["continuous"]
-    min: float
-    max: float
+    min: Finite
+    max: Finite
     scaling: Scaling = "Auto"
 
 
@@ -66,7 +70,7 @@ class WarmStart(_Strict):
 class Completion(_Strict):
     """TuningJobCompletionCriteria: stop early when one of these holds."""
 
-    target_objective_value: float | None = None
+    target_objective_value: Finite | None = None
     # BestObjectiveNotImproving.MaxNumberOfTrainingJobsNotImproving: the API's minimum is 3.
     max_jobs_not_improving: int | None = Field(default=None, ge=3)
     complete_on_convergence: bool | None = None

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sm_toolkit.errors import ConfigError
 from sm_toolkit.runtime import distributed
 from sm_toolkit.runtime.env import RuntimeEnv, read_env
 from sm_toolkit.runtime.failure import run_main
@@ -26,6 +27,7 @@ from sm_toolkit.train import plots
 from sm_toolkit.train.families import Built
 from sm_toolkit.train.hparams import Parser, train_config
 from sm_toolkit.train.metrics import metrics_line, write_report
+from sm_toolkit.train.parallel import ParallelDims
 from sm_toolkit.train.rules import Observations, evaluate_rules, normalise_rule_names
 from sm_toolkit.train.trainer import FitResult, Trainer
 
@@ -73,10 +75,11 @@ def finalize(
     trainer: Trainer,
     result: FitResult,
     rules: Sequence[str],
+    model: torch.nn.Module,
 ) -> dict[str, Any]:
-    """Rank 0 after training: final evaluation, plots, rules, report, model."""
+    """Rank 0 after training: final evaluation, plots, rules, report, `model` (unsharded)."""
     state, out = result.state, env.output_data_dir
-    final = built.task.final_report(trainer.model, out)
+    final = built.task.final_report(model, out)
     if final.get("metrics"):
         print(metrics_line(final["metrics"], epoch=state.epoch, step=state.step), flush=True)
     base = final.get("unigram_baseline")
@@ -97,11 +100,12 @@ def finalize(
     verdicts = evaluate_rules(rules, obs)
     for verdict in verdicts:
         print(verdict.line())
-    save_model(env.model_dir, built, trainer.model, trainer.config.to_dict())
+    save_model(env.model_dir, built, model, trainer.config.to_dict())
     report = {
         "entrypoint": name,
         "family": built.family,
         "world_size": trainer.dist.world_size,
+        "parallelism": trainer.dims.describe(),
         "steps": state.step,
         "epochs_run": state.epoch,
         "stopped_early": state.stopped_early,
@@ -117,6 +121,26 @@ def finalize(
     return report
 
 
+def parallel_dims(ns: Any, dist: distributed.DistInfo, built: Built) -> ParallelDims:
+    """The job's parallelism degrees from its hyperparameters, checked against the model."""
+    config = built.model_config
+    moe = built.family == "moe" and config.get("moe_every", 0) > 0
+    dims = ParallelDims(
+        world_size=dist.world_size,
+        hybrid_shard_degree=ns.hybrid_shard_degree,
+        expert_parallel_degree=ns.expert_parallel_degree,
+        tensor_parallel_degree=ns.tensor_parallel_degree,
+        n_experts=config.get("n_experts", 0) if moe else 0,
+    )
+    for name in ("l1", "l2"):  # a penalty over shards would be scaled wrongly: refuse it
+        if dims.enabled and not dims.use_ddp and getattr(ns, name, 0):
+            raise ConfigError(
+                name, getattr(ns, name),
+                "0 under FSDP2 / expert parallelism (weight_decay works per shard)",
+            )  # fmt: skip
+    return dims
+
+
 def _job(name: str, parser: Parser, build: Builder, argv, environ, holder: dict) -> None:
     ns = parser.parse(argv)
     env = read_env(environ, local_dir=Path("runs") / Path(name).stem)
@@ -130,27 +154,29 @@ def _job(name: str, parser: Parser, build: Builder, argv, environ, holder: dict)
     distributed.init_process_group(dist, device, environ)
     seed_everything(config.seed)
     built = build(ns, env, dist)
+    dims = parallel_dims(ns, dist, built)
     stop = StopFlag().install()
     trainer = Trainer(
         config, built.task, dist=dist, device=device, checkpoint_dir=env.checkpoint_dir,
         tensorboard_dir=env.tensorboard_dir, watch_activations=bool(ACTIVATION_RULES & set(rules)),
-        stop=stop,
+        parallel=dims, model_config=json.loads(json.dumps(built.model_config)), stop=stop,
     )  # fmt: skip
     if dist.is_main:
         n_params = sum(p.numel() for p in trainer.model.parameters())
         print(
             f"[job] {name}: {built.family} model with {n_params:,} parameters; "
             f"{trainer.steps_per_epoch} steps/epoch x {config.epochs} epochs; world size "
-            f"{dist.world_size}; device {device}; output {env.output_data_dir}; checkpoints "
-            f"{env.checkpoint_dir or 'off'}",
+            f"{dist.world_size} ({dims.describe()}); device {device}; output "
+            f"{env.output_data_dir}; checkpoints {env.checkpoint_dir or 'off'}",
             flush=True,
         )
         for note in built.notes:
             print(note)
     result = trainer.fit()
     stop.uninstall()
+    model = trainer.gathered_model() if result.interrupted is None else None  # all ranks
     if result.interrupted is None and dist.is_main:
-        finalize(name, env, built, trainer, result, rules)
+        finalize(name, env, built, trainer, result, rules, model)
     elif result.interrupted:
         print(f"[job] stopped early ({result.interrupted}); resume by running the job again")
     distributed.barrier(dist)

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from sm_toolkit.errors import ConfigError
+
 _NAME = re.compile(r"^ckpt-(\d{9})\.pt$")
 REQUIRED_KEYS = ("model", "optimizer", "step", "epoch", "position")
 
@@ -53,6 +55,20 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def check_model_config(saved: dict | None, current: dict, path: Path) -> None:
+    """A resume must build the same model: one ConfigError naming what changed."""
+    if not saved or not current:  # older checkpoints and bare trainers record none
+        return
+    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if changed:
+        diffs = ", ".join(f"{k} {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
+        raise ConfigError(
+            "checkpoint", str(path),
+            f"a checkpoint of the same model config (changed: {diffs}); use a new "
+            "checkpoint folder to start another model",
+        )  # fmt: skip
 
 
 class CheckpointManager:

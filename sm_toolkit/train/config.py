@@ -41,12 +41,15 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps; 0 = only at the end and on SIGTERM
     log_every: int = 20
     max_steps: int = 0  # stop after this many steps (0 = run all epochs); schedule ignores it
+    sm_activation_offloading: bool = False  # saved activations kept in CPU memory (SMP v2 name)
+    activation_loading_horizon: int = 2  # SMP v2 name; accepted and checked, see hparams
 
     def __post_init__(self) -> None:
         self._check_positive("epochs", self.epochs)
         self._check_positive("batch_size", self.batch_size)
         self._check_positive("lr", self.lr)
         self._check_positive("log_every", self.log_every)
+        self._check_positive("activation_loading_horizon", self.activation_loading_horizon)
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError("optimizer", self.optimizer, f"one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:

@@ -107,7 +107,7 @@ def _baseline_note(train_ids: Any, val_ids: Any, vocab_size: int) -> list[str]:
 MOE_FIELDS = (
     "block_size", "n_layer", "n_head", "d_model", "d_ff", "n_experts", "top_k", "moe_every",
     "capacity_factor", "eval_capacity_factor", "dropless", "aux_loss_weight", "z_loss_weight",
-    "activation", "dropout", "activation_checkpointing",
+    "activation", "dropout", "activation_checkpointing", "expert_kind", "expert_compute",
 )  # fmt: skip
 
 

@@ -117,6 +117,26 @@ def add_train_args(p: Parser, *, defaults: dict[str, object]) -> None:
     p.add("log_every", int, base["log_every"], "steps between progress lines")
     p.add("max_steps", int, base["max_steps"], "stop after this many steps (0 = all epochs)")
     p.add("threads", int, 0, "torch intra-op threads (0: torch default, shared out under DDP)")
+    add_parallel_args(p)
+
+
+def add_parallel_args(p: Parser) -> None:
+    """SageMaker model parallelism v2's parameter names, with the same meaning (train/parallel)."""
+    p.add(
+        "hybrid_shard_degree",
+        int,
+        0,
+        "FSDP2 shard group size (0: DDP, or full sharding with experts; n: HSDP groups of n)",
+    )
+    p.add("expert_parallel_degree", int, 1, "ranks the routed experts are split over")
+    p.add("tensor_parallel_degree", int, 1, "only 1 (tensor parallelism is not implemented)")
+    p.add("sm_activation_offloading", bool, False, "keep saved activations in CPU memory")
+    p.add(
+        "activation_loading_horizon",
+        int,
+        2,
+        "SMP v2's prefetch horizon; validated (>= 1), torch's save_on_cpu loads on demand",
+    )
 
 
 def train_config(ns: argparse.Namespace) -> TrainConfig:

@@ -166,9 +166,9 @@ class BlockLMTask:
         logits_BTV, aux = model(x_BT)
         ce = F.cross_entropy(logits_BTV.float().flatten(0, 1), y_BT.flatten())
         layers = aux.layers or [{}]
-        extras = {
-            "ce_loss": ce.item(),
-            "aux_loss": float(aux.loss.detach()),
+        extras = {  # tensors: the trainer reduces them on the device at logging steps
+            "ce_loss": ce.detach(),
+            "aux_loss": aux.loss.detach(),
             "drop_rate": float(np.mean([s.get("drop_rate", 0.0) for s in layers])),
         }
         return ce + aux.loss, extras

@@ -10,11 +10,43 @@ from torch import nn
 
 from sm_toolkit.train.config import TrainConfig
 
+NO_DECAY_MODULES = (nn.Embedding, nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Optimizer groups: `decay` (weight matrices and kernels), `no_decay` (biases, norms,
+    embeddings: decaying them only pulls gains and lookup rows towards 0) and `experts`
+    (routed-expert weights, decayed; their own group so their lr or decay can be set apart
+    and so they are recognisable under expert parallelism). Empty groups are left out.
+    """
+    no_decay_ids = set()
+    for module in model.modules():
+        if isinstance(module, NO_DECAY_MODULES):
+            no_decay_ids.update(id(p) for p in module.parameters(recurse=False))
+    groups: dict[str, list[nn.Parameter]] = {"decay": [], "no_decay": [], "experts": []}
+    seen: set[int] = set()
+    for p in model.parameters():  # tied weights appear once
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        if getattr(p, "is_expert", False):
+            groups["experts"].append(p)
+        elif p.dim() < 2 or id(p) in no_decay_ids:
+            groups["no_decay"].append(p)
+        else:
+            groups["decay"].append(p)
+    decay = {"decay": weight_decay, "no_decay": 0.0, "experts": weight_decay}
+    return [
+        {"name": name, "params": ps, "weight_decay": decay[name]}
+        for name, ps in groups.items()
+        if ps
+    ]
+
 
 def build_optimizer(
     config: TrainConfig, params: Iterable[nn.Parameter] | list[dict]
 ) -> torch.optim.Optimizer:
-    """SGD with momentum, Adam, AdamW or RMSProp from `config`."""
+    """SGD with momentum, Adam, AdamW or RMSProp from `config` (params or `param_groups`)."""
     params = list(params)
     if config.optimizer == "sgd":
         return torch.optim.SGD(

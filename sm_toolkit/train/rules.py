@@ -11,7 +11,6 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
-from sm_toolkit.errors import ConfigError
 from sm_toolkit.train.monitor import ActivationStats, GradientFlow
 
 VANISHING_THRESHOLD = 1e-7  # VanishingGradient.threshold
@@ -29,9 +28,12 @@ class RuleResult:
     name: str
     issues_found: bool
     detail: str
+    evaluated: bool = True  # False: a SageMaker rule that sm-toolkit does not implement
 
     @property
     def status(self) -> str:
+        if not self.evaluated:
+            return "NotEvaluatedLocally"
         return "IssuesFound" if self.issues_found else "NoIssuesFound"
 
     def line(self) -> str:
@@ -137,15 +139,23 @@ _ALIASES = {name.replace("_", ""): name for name in RULES}
 
 
 def normalise_rule_names(names: Sequence[str]) -> tuple[str, ...]:
-    """Accept snake_case or SageMaker's CamelCase; ConfigError for an unknown rule."""
+    """Accept snake_case or SageMaker's CamelCase. A rule sm-toolkit does not implement keeps
+    its name: it is reported as not evaluated locally, never a job failure (the spec has
+    already checked that it is a SageMaker built-in rule)."""
     out = []
     for raw in names:
-        key = _ALIASES.get(raw.replace("_", "").replace("-", "").lower())
-        if key is None:
-            raise ConfigError("SM_TOOLKIT_RULES", raw, f"rules: {', '.join(RULES)}")
-        out.append(key)
+        name = raw.strip()
+        if not name:
+            continue
+        out.append(_ALIASES.get(name.replace("_", "").replace("-", "").lower(), name))
     return tuple(out)
 
 
 def evaluate_rules(names: Sequence[str], obs: Observations) -> list[RuleResult]:
-    return [RULES[name](obs) for name in names]
+    """Each rule's verdict; the ones sm-toolkit does not implement as not evaluated."""
+    return [RULES[name](obs) if name in RULES else _not_evaluated(name) for name in names]
+
+
+def _not_evaluated(name: str) -> RuleResult:
+    detail = "not evaluated locally; sm-toolkit evaluates " + ", ".join(RULES)
+    return RuleResult(name, False, detail, evaluated=False)

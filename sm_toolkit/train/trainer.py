@@ -14,6 +14,8 @@ like an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
 import sys
 import time
@@ -26,12 +28,26 @@ import torch
 from torch import nn
 
 from sm_toolkit.errors import ConfigError
-from sm_toolkit.runtime.distributed import DistInfo, all_reduce_mean
-from sm_toolkit.train.checkpoint import CheckpointManager, rng_state, set_rng_state
+from sm_toolkit.runtime.distributed import DistInfo, reduce_mean_on
+from sm_toolkit.train.checkpoint import (
+    CheckpointManager,
+    check_model_config,
+    rng_state,
+    set_rng_state,
+)
+from sm_toolkit.train.checkpoint_dcp import ShardedCheckpoints
 from sm_toolkit.train.config import TrainConfig
 from sm_toolkit.train.metrics import metrics_line, prefixed
 from sm_toolkit.train.monitor import ActivationStats, GradientFlow
-from sm_toolkit.train.optim import build_optimizer, build_scheduler, weight_penalty
+from sm_toolkit.train.optim import build_optimizer, build_scheduler, param_groups, weight_penalty
+from sm_toolkit.train.parallel import (
+    ParallelDims,
+    apply_parallelism,
+    checkpoint_shards,
+    clip_grad_norm,
+    full_state_dict,
+    restore_shards,
+)
 from sm_toolkit.train.task import Task
 
 
@@ -73,6 +89,8 @@ class Trainer:
         checkpoint_dir: Path | None = None,
         tensorboard_dir: Path | None = None,
         watch_activations: bool = False,
+        parallel: ParallelDims | None = None,
+        model_config: dict[str, Any] | None = None,
         stop: Callable[[], bool] = lambda: False,
         emit: Callable[[str], None] = print,
     ) -> None:
@@ -82,15 +100,25 @@ class Trainer:
         self.device = device or torch.device("cpu")
         self.stop = stop
         self.emit = emit if self.dist.is_main else (lambda _line: None)
+        self.dims = parallel or ParallelDims(world_size=self.dist.world_size)
+        self.model_config = model_config or {}  # recorded in checkpoints, checked on resume
         self.model: nn.Module = task.model.to(self.device)
-        self.train_model = self._wrap(self.model)
-        self.optimizer = build_optimizer(config, self.model.parameters())
+        sharded = self.dims.enabled and not self.dims.use_ddp
+        # Rank 0 keeps an unsharded copy for the final evaluation and model.pt.
+        self._plain = copy.deepcopy(self.model) if sharded and self.dist.is_main else None
+        self.parallel = apply_parallelism(self.model, self.dims, self.device)
+        self.train_model = self._wrap(self.parallel.model)
+        self.optimizer = build_optimizer(config, param_groups(self.model, config.weight_decay))
+        self._pending: list[tuple[torch.Tensor, dict[str, Any]]] = []  # not yet reduced
         self.steps_per_epoch = len(task.batches(0))
         if self.steps_per_epoch == 0:
             raise ConfigError("batch_size", config.batch_size, "smaller than the training set")
         self.total_steps = config.epochs * self.steps_per_epoch
         self.scheduler = build_scheduler(config, self.optimizer, self.total_steps)
-        self.checkpoints = CheckpointManager(checkpoint_dir) if checkpoint_dir else None
+        self.checkpoints: CheckpointManager | ShardedCheckpoints | None = None
+        if checkpoint_dir:
+            kind = ShardedCheckpoints if self.sharded else CheckpointManager
+            self.checkpoints = kind(checkpoint_dir)
         self.grads = GradientFlow(self.model)
         self.acts = ActivationStats(self.model) if watch_activations else None
         self.state = TrainState()
@@ -98,15 +126,7 @@ class Trainer:
         self.bar = None  # tqdm progress bar, only on an interactive terminal
 
     def _wrap(self, model: nn.Module) -> nn.Module:
-        wrapped = model
-        if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            wrapped = DistributedDataParallel(model, device_ids=ids)
-        if self.config.compile:
-            wrapped = torch.compile(wrapped)
-        return wrapped
+        return torch.compile(model) if self.config.compile else model
 
     def _tensorboard(self, directory: Path | None):
         if directory is None or not self.dist.is_main:
@@ -115,12 +135,29 @@ class Trainer:
 
         return SummaryWriter(log_dir=str(directory))
 
+    @property
+    def sharded(self) -> bool:
+        return self.dims.enabled and not self.dims.use_ddp
+
+    def gathered_model(self) -> nn.Module | None:
+        """The trained model unsharded: on rank 0 (None elsewhere). Every rank must call."""
+        if not self.sharded:
+            return self.model
+        state = full_state_dict(self.parallel)
+        if self._plain is None:
+            return None
+        self._plain.load_state_dict(state)
+        return self._plain
+
     # ----------------------------------------------------------------- checkpoints
-    def checkpoint_state(self) -> dict[str, Any]:
+    def checkpoint_state(self, *, weights: bool = True) -> dict[str, Any]:
+        """Everything a resume needs; `weights=False` leaves out model and optimizer (a
+        sharded checkpoint stores them through DCP)."""
         s = self.state
+        model = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
         return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            **(model if weights else {}),
+            "model_config": dict(self.model_config),
             "scheduler": self.scheduler.state_dict(),
             "rng": rng_state(),
             "step": s.step,
@@ -138,12 +175,32 @@ class Trainer:
 
     def save_checkpoint(self) -> Path | None:
         """Rank 0 writes; every rank must call it (the RNG states of all ranks are gathered)."""
+        self._flush()
         if self.checkpoints is None:
             return None
         rng_per_rank = self._gather_rng()
+        if self.sharded:
+            return self._save_sharded(rng_per_rank)
         if not self.dist.is_main:
             return None
         return self.checkpoints.save({**self.checkpoint_state(), "rng_per_rank": rng_per_rank})
+
+    def _save_sharded(self, rng_per_rank: list) -> Path:
+        flat, groups = checkpoint_shards(self.parallel, self.optimizer)
+        state = None
+        if self.dist.is_main:
+            state = {
+                **self.checkpoint_state(weights=False),
+                "rng_per_rank": rng_per_rank, "optimizer_groups": groups,
+            }  # fmt: skip
+        meta = {
+            "step": self.state.step, "model_config": self.model_config,
+            "train_config": self.config.to_dict(), "world_size": self.dist.world_size,
+            "parallelism": self.dims.describe(),
+        }  # fmt: skip
+        return self.checkpoints.save(
+            self.state.step, flat, state, meta, local_main=self.dist.local_rank == 0
+        )
 
     def _gather_rng(self) -> list:
         """Each rank's RNG states, so dropout on every rank resumes where it stopped."""
@@ -157,12 +214,16 @@ class Trainer:
 
     def try_resume(self) -> Path | None:
         """Load the latest valid checkpoint, if any. Returns its path."""
-        found = self.checkpoints.load_latest() if self.checkpoints else None
+        if self.checkpoints is None:
+            return None
+        found = self._load_sharded() if self.sharded else self.checkpoints.load_latest()
         if found is None:
             return None
         path, ck = found
-        self.model.load_state_dict(ck["model"])
-        self.optimizer.load_state_dict(ck["optimizer"])
+        if not self.sharded:
+            check_model_config(ck.get("model_config"), self.model_config, path)
+            self.model.load_state_dict(ck["model"])
+            self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
         per_rank = ck.get("rng_per_rank") or []
         same_world = len(per_rank) == self.dist.world_size
@@ -183,13 +244,26 @@ class Trainer:
         )
         return path
 
+    def _load_sharded(self) -> tuple[Path, dict[str, Any]] | None:
+        path = self.checkpoints.latest()
+        if path is None:
+            return None
+        check_model_config(
+            self.checkpoints.read_meta(path)["model_config"], self.model_config, path
+        )
+        flat, _ = checkpoint_shards(self.parallel, self.optimizer)  # this run's sharding
+        ck = self.checkpoints.load(path, flat)
+        restore_shards(self.parallel, self.optimizer, flat, ck["optimizer_groups"])
+        return path, ck
+
     # ----------------------------------------------------------------- one step
-    def _step(self, batch: Any) -> tuple[float, dict[str, float]]:
+    def _step(self, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
         cfg, s = self.config, self.state
         sample = s.step % cfg.log_every == 0
         if sample and self.acts is not None:
             self.acts.sample(s.step)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16), \
+                self._offload():  # fmt: skip
             loss, extras = self.task.loss(self.train_model, batch)
         if self.acts is not None:
             self.acts.stop()
@@ -197,12 +271,15 @@ class Trainer:
         total = loss + penalty if penalty is not None else loss
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        self.parallel.reduce_expert_grads()
         if sample:
             self.grads.record(self.model, s.step)
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        value = loss.item()
-        if math.isfinite(value) and math.isfinite(norm.item()):
+        norm = clip_grad_norm(self.parallel, max_norm)
+        value = loss.detach()
+        # The one host sync of a step: whether to apply it (every rank agrees: the norm is
+        # global and a non-finite loss makes every rank's gradients non-finite).
+        if bool(torch.isfinite(value) & torch.isfinite(norm)):
             self.optimizer.step()
         else:  # keep the weights; the exploding_tensor rule reports it
             s.non_finite_steps.append(s.step)
@@ -210,24 +287,43 @@ class Trainer:
         self.scheduler.step()
         return value, extras
 
-    def _accumulate(self, value: float, extras: dict[str, float]) -> None:
-        """Add this step's (global, all-ranks mean) loss and extras to the history.
+    def _offload(self):
+        """Activation offloading (SMP v2's sm_activation_offloading): tensors saved for
+        backward wait in (pinned) CPU memory instead of device memory; torch's own hooks."""
+        if not self.config.sm_activation_offloading:
+            return contextlib.nullcontext()
+        return torch.autograd.graph.save_on_cpu(pin_memory=self.device.type == "cuda")
 
-        Reduced every step, so every rank holds the same history and a checkpoint written
-        by rank 0 restores it exactly on all ranks.
+    def _flush(self) -> None:
+        """Reduce the losses and extras of the steps since the last flush and add them to
+        the history: one all-reduce of one device tensor, one copy to the host.
+
+        Called at logging steps, before a checkpoint and at the end of an epoch, so every
+        rank holds the same history whenever it is read or saved, and the step itself
+        never waits for the host (torchtitan reduces metrics the same way).
         """
+        if not self._pending:
+            return
         s = self.state
-        names = ["loss", *sorted(extras)]
-        values = all_reduce_mean([value, *(float(extras[n]) for n in names[1:])], self.dist)
-        s.step_losses.append(values[0])
-        for name, v in zip(names, values, strict=True):
-            s.epoch_sums[name] = s.epoch_sums.get(name, 0.0) + v
-        s.epoch_count += 1
+        names = ["loss", *sorted(self._pending[0][1])]
+        rows = [
+            torch.stack([torch.as_tensor(v, device=self.device).reshape(()).to(torch.float64)
+                         for v in (value, *(extras[n] for n in names[1:]))])
+            for value, extras in self._pending
+        ]  # fmt: skip
+        table = reduce_mean_on(torch.stack(rows), self.dist).tolist()
+        self._pending = []
+        for values in table:
+            s.step_losses.append(values[0])
+            for name, v in zip(names, values, strict=True):
+                s.epoch_sums[name] = s.epoch_sums.get(name, 0.0) + v
+            s.epoch_count += 1
 
     def _should_stop(self) -> str | None:
         flag = 1.0 if self.stop() else 0.0
         if self.dist.enabled:  # every rank must leave at the same step or collectives hang
-            flag = all_reduce_mean([flag], self.dist)[0]
+            flag_t = torch.tensor([flag], device=self.device)
+            flag = float(reduce_mean_on(flag_t, self.dist)[0])
         if flag > 0:
             return self._stop_name()
         if self.config.max_steps and self.state.step >= self.config.max_steps:
@@ -239,6 +335,7 @@ class Trainer:
 
     # ----------------------------------------------------------------- epochs
     def _end_epoch(self) -> dict[str, float]:
+        self._flush()
         s = self.state
         means = {n: total / max(1, s.epoch_count) for n, total in sorted(s.epoch_sums.items())}
         metrics = prefixed("train", means)
@@ -274,9 +371,16 @@ class Trainer:
                 f"did not improve on {s.best:.5f} for {s.bad_epochs} epochs"
             )
 
-    def _progress(self, pos: int, value: float, t0: float, done: int) -> None:
-        """A tqdm bar on a terminal; plain lines every log_every steps in logs (CloudWatch)."""
+    def _progress(self, pos: int, t0: float, done: int) -> None:
+        """A tqdm bar on a terminal; plain lines every log_every steps in logs (CloudWatch).
+
+        The loss shown is the all-ranks mean of the last step, reduced here (logging steps).
+        """
         s, cfg = self.state, self.config
+        log_step = s.step % cfg.log_every == 0 or pos == self.steps_per_epoch
+        if log_step:
+            self._flush()
+        value = s.step_losses[-1] if s.step_losses else float("nan")
         if self.bar is not None:
             self.bar.update(1)
             if s.step % cfg.log_every == 0 or pos == self.steps_per_epoch:
@@ -309,8 +413,8 @@ class Trainer:
             for pos in range(s.position, len(batches)):
                 value, extras = self._step(batches[pos])
                 s.step, s.position, done = s.step + 1, pos + 1, done + 1
-                self._accumulate(value, extras)
-                self._progress(pos + 1, value, t0, done)
+                self._pending.append((value, extras))
+                self._progress(pos + 1, t0, done)
                 if cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0:
                     self.save_checkpoint()
                 reason = self._should_stop()

@@ -41,7 +41,7 @@ def request(name: str, bucket: str, code: str, mode: str = "sleep", **extra) -> 
         "AlgorithmSpecification": {
             "TrainingImage": "sm-toolkit:latest",
             "TrainingInputMode": "File",
-            "MetricDefinitions": [{"Name": "started", "Regex": "(started)"}],
+            "MetricDefinitions": [{"Name": "progress", "Regex": "progress=([0-9]+)"}],
         },
         "RoleArn": ROLE,
         "HyperParameters": {
@@ -85,7 +85,9 @@ def test_completed_job_from_a_hand_written_request(s3, bucket, code, tmp_path):
         "Uploading",
         "Completed",
     ]
-    assert doc["FinalMetricDataList"][0]["MetricName"] == "started"
+    assert [(m["MetricName"], m["Value"]) for m in doc["FinalMetricDataList"]] == [
+        ("progress", 1.0)
+    ]
     key = "output/hand-ok/output/model.tar.gz"
     assert doc["ModelArtifacts"]["S3ModelArtifacts"] == f"s3://{bucket}/{key}"
     assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] > 0
@@ -120,7 +122,9 @@ def test_max_runtime_ends_the_job_as_sagemaker_does(bucket, code, tmp_path):
 
 def test_stop_sends_sigterm_and_uploads_what_the_script_saved(s3, bucket, code, tmp_path):
     job = TrainingJob(request("hand-stop", bucket, code, "sleep"), workdir=tmp_path).start()
-    while job.describe()["SecondaryStatus"] != "Training" or not job.metric_series:
+    deadline = time.monotonic() + 120
+    while not job.metric_series:  # the script has started and printed its first metric
+        assert time.monotonic() < deadline
         time.sleep(0.2)
     stopped_at = time.monotonic()
     job.stop()
@@ -244,7 +248,7 @@ def test_cli_refuses_a_job_name_that_is_a_path(bucket, code, tmp_path, name):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2, err
     assert out == ""
-    assert len(err.strip().splitlines()) == 1 and "TrainingJobName" in err
+    assert len(err.strip().splitlines()) == 1 and "--job-name" in err
     assert (victim / "file.txt").read_text() == "precious"
 
 

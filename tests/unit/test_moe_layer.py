@@ -22,15 +22,23 @@ from sm_toolkit.models.moe_router import (
 D, H = 6, 10
 
 
-def make_layer(n_experts=4, top_k=2, shared=False, **dispatch) -> MoELayer:
+def make_layer(
+    n_experts=4, top_k=2, shared=False, kind="mlp", expert_compute="loop", d=D, h=H, **dispatch
+) -> MoELayer:
     torch.manual_seed(0)
     return MoELayer(
-        router=TopKRouter(RouterConfig(d_model=D, n_experts=n_experts, top_k=top_k)),
+        router=TopKRouter(RouterConfig(d_model=d, n_experts=n_experts, top_k=top_k)),
         experts=GroupedExperts(
-            n_experts=n_experts, d_model=D, d_ff=H, activation="gelu", out_std=0.2
-        ),
+            n_experts=n_experts,
+            d_model=d,
+            d_ff=h,
+            activation="gelu",
+            out_std=0.2,
+            kind=kind,
+            compute=expert_compute,
+        ),  # fmt: skip
         dispatch=DispatchConfig(**dispatch),
-        shared_expert=FeedForward(d_model=D, d_ff=H, activation="gelu", out_std=0.2)
+        shared_expert=FeedForward(d_model=d, d_ff=h, activation="gelu", out_std=0.2)
         if shared
         else None,
         aux_loss_weight=0.0,
@@ -46,7 +54,7 @@ def reference_forward(layer: MoELayer, x_ND: torch.Tensor, capacity: int | None)
     weights_NK = top_NK.values
     if router.config.top_k > 1:  # top-1 keeps the raw probability (Switch), so the gate learns
         weights_NK = weights_NK / weights_NK.sum(-1, keepdim=True)
-    rows = [torch.zeros(D) for _ in range(x_ND.shape[0])]
+    rows = [torch.zeros(x_ND.shape[1]) for _ in range(x_ND.shape[0])]
     taken = [0] * layer.n_experts
     for k in range(router.config.top_k):
         for n in range(x_ND.shape[0]):
@@ -55,6 +63,8 @@ def reference_forward(layer: MoELayer, x_ND: torch.Tensor, capacity: int | None)
                 continue
             taken[e] += 1
             h = experts.act(x_ND[n] @ experts.w1_EDH[e])
+            if experts.kind == "swiglu":  # silu(x w1) * (x w3)
+                h = h * (x_ND[n] @ experts.w3_EDH[e])
             rows[n] = rows[n] + weights_NK[n, k] * (h @ experts.w2_EHD[e])
     return torch.stack(rows)
 
@@ -70,13 +80,19 @@ def reference_forward(layer: MoELayer, x_ND: torch.Tensor, capacity: int | None)
         (2, {"capacity_factor": 0.75, "compute": "padded"}),
     ],
 )
-def test_outputs_and_gradients_match_per_token_loop(top_k, dispatch):
-    layer = make_layer(top_k=top_k, **dispatch)
+@pytest.mark.parametrize(
+    ("kind", "compute"),
+    [("mlp", "loop"), ("mlp", "grouped"), ("swiglu", "loop"), ("swiglu", "grouped")],
+)
+def test_outputs_and_gradients_match_per_token_loop(top_k, dispatch, kind, compute):
+    d, h = (8, 16) if compute == "grouped" else (D, H)  # grouped_mm: 16-byte strides
+    layer = make_layer(top_k=top_k, kind=kind, expert_compute=compute, d=d, h=h, **dispatch)
     torch.manual_seed(1)
-    x_ND = torch.randn(24, D)
-    g_ND = torch.randn(24, D)
+    x_ND = torch.randn(24, d)
+    g_ND = torch.randn(24, d)
     capacity = layer.capacity(24)
-    params = [layer.router.gate.weight, layer.experts.w1_EDH, layer.experts.w2_EHD]
+    params = [layer.router.gate.weight, *layer.experts.parameters()]
+    assert len(params) == (4 if kind == "swiglu" else 3)
 
     x1 = x_ND.clone().requires_grad_(True)
     y_ref = reference_forward(layer, x1, capacity)
@@ -277,7 +293,12 @@ def test_expert_backward_writes_weight_gradients_once():
     # would write one zero-filled full [E, D, H] gradient per expert (E times the bytes).
     n_experts, d_model, d_ff = 32, 8, 16
     experts = GroupedExperts(
-        n_experts=n_experts, d_model=d_model, d_ff=d_ff, activation="relu", out_std=0.1
+        n_experts=n_experts,
+        d_model=d_model,
+        d_ff=d_ff,
+        activation="relu",
+        out_std=0.1,
+        compute="loop",
     )
     counts = [2] * n_experts
     x_SD = torch.randn(sum(counts), d_model, requires_grad=True)
@@ -287,3 +308,42 @@ def test_expert_backward_writes_weight_gradients_once():
         y_SD.sum().backward()
     # per-expert gradients once, their stack once, a few small activation gradients
     assert 2 * weight_bytes <= allocated.total < 3 * weight_bytes
+
+
+def test_grouped_gemm_equals_the_loop_bitwise_and_takes_a_broadcast_gradient():
+    torch.manual_seed(3)
+    x_SD = torch.randn(40, 8)
+    counts = [0, 17, 3, 20]  # an expert with no rows, too
+    for kind in ("mlp", "swiglu"):
+        experts = make_layer(kind=kind, d=8, h=16).experts
+        outs = {}
+        for compute in ("loop", "grouped"):
+            x = x_SD.clone().requires_grad_(True)
+            y = getattr(experts, f"forward_{compute}")(x, counts)
+            y.sum().backward()  # a zero-stride gradient: grouped_mm needs it made contiguous
+            outs[compute] = [y, x.grad] + [p.grad.clone() for p in experts.parameters()]
+            experts.zero_grad()
+        for a, b in zip(outs["loop"], outs["grouped"], strict=True):
+            assert torch.equal(a, b)
+
+
+def test_auto_compute_times_both_once_and_keeps_one():
+    from sm_toolkit.models.moe_experts import _CHOICE, choose_compute
+
+    experts = make_layer(kind="swiglu", expert_compute="auto", d=8, h=16).experts
+    rng = torch.get_rng_state()
+    first = choose_compute(experts, 24, torch.device("cpu"))
+    assert first in ("loop", "grouped")
+    assert torch.equal(torch.get_rng_state(), rng)  # the probe leaves training RNG alone
+    n_cached = len(_CHOICE)
+    assert choose_compute(experts, 30, torch.device("cpu")) == first  # same bucket: cached
+    assert len(_CHOICE) == n_cached
+
+
+def test_bad_expert_kind_and_compute_name_the_field():
+    with pytest.raises(ConfigError, match="expert_kind"):
+        make_layer(kind="glu")
+    with pytest.raises(ConfigError, match="expert_compute"):
+        make_layer(expert_compute="fast")
+    with pytest.raises(ConfigError, match="multiples of 8"):
+        make_layer(expert_compute="grouped", d=6)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from sm_toolkit.errors import ConfigError
-from sm_toolkit.runtime.distributed import DistInfo, all_reduce_mean, choose_backend, detect
+from sm_toolkit.runtime.distributed import DistInfo, choose_backend, detect, reduce_mean_on
 
 
 def test_single_process_without_launcher_variables():
@@ -33,4 +33,4 @@ def test_inconsistent_rank_is_rejected():
 
 def test_cpu_backend_is_gloo_and_reduce_is_identity_alone():
     assert choose_backend(torch.device("cpu")) == "gloo"
-    assert all_reduce_mean([1.5, 2.0], DistInfo()) == [1.5, 2.0]
+    assert reduce_mean_on(torch.tensor([1.5, 2.0]), DistInfo()).tolist() == [1.5, 2.0]

@@ -1,8 +1,6 @@
-import pytest
 import torch
 from torch import nn
 
-from sm_toolkit.errors import ConfigError
 from sm_toolkit.train import rules as R
 from sm_toolkit.train.monitor import ActivationStats, GradientFlow
 
@@ -72,9 +70,17 @@ def test_dead_relu_and_saturation_are_measured_per_unit():
     assert not R.dead_relu(obs(activations=stats)).issues_found  # no ReLU layers at all
 
 
-def test_rule_names_accept_sagemaker_spelling_and_reject_unknown():
+def test_rule_names_accept_sagemaker_spelling_and_keep_unknown_ones():
     assert R.normalise_rule_names(["VanishingGradient", "dead_relu", "LossNotDecreasing"]) == (
         "vanishing_gradient", "dead_relu", "loss_not_decreasing",
     )  # fmt: skip
-    with pytest.raises(ConfigError, match="class_imbalance"):
-        R.normalise_rule_names(["class_imbalance"])
+    assert R.normalise_rule_names(["class_imbalance", " "]) == ("class_imbalance",)
+
+
+def test_a_rule_sm_toolkit_does_not_implement_is_reported_not_failed():
+    verdicts = R.evaluate_rules(["class_imbalance", "exploding_tensor"], obs())
+    unknown, known = verdicts
+    assert unknown.status == "NotEvaluatedLocally" and not unknown.issues_found
+    assert "not evaluated locally" in unknown.line()
+    assert unknown.to_dict()["status"] == "NotEvaluatedLocally"
+    assert known.status == "NoIssuesFound"

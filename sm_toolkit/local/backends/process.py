@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from sm_toolkit.local.hosts import Host, container_env, translator, write_opt_ml
 from sm_toolkit.local.plan import JobPlan
 
 MARKER_ENV = "SM_TOOLKIT_HOST_TOKEN"
+DETACHED_GRACE_SECONDS = 2.0
 TRAIN_COMMAND = (sys.executable, "-m", "sm_toolkit.runtime.train_entry")
 
 
@@ -164,9 +166,35 @@ class _ProcessHost:
     def __init__(self, host: Host, proc, token: str, reader, *, keep_main: bool) -> None:
         self.host, self._proc, self._token, self._reader = host, proc, token, reader
         self._keep_main = keep_main  # `train` keeps draining output and reports; spare it
+        self._checked = 0.0
+        self._childless_since: float | None = None
 
     def poll(self) -> int | None:
-        return self._proc.poll()
+        code = self._proc.poll()
+        if code is None and self._keep_main:
+            self._end_detached()
+        return code
+
+    def _end_detached(self) -> None:
+        """``train`` reads the script's output until EOF, so a process that left the script's
+        tree (a daemon) but keeps that pipe open would hold the job open forever. Once
+        ``train`` has had no children for a while, the script is done: end what is left."""
+        now = time.monotonic()
+        if now - self._checked < 1.0:
+            return
+        self._checked = now
+        try:
+            has_children = bool(psutil.Process(self._proc.pid).children())
+        except psutil.NoSuchProcess:
+            return
+        if has_children:
+            self._childless_since = None
+            return
+        if self._childless_since is None:
+            self._childless_since = now
+        elif now - self._childless_since > DETACHED_GRACE_SECONDS:
+            for proc in self._tree(everywhere=True):
+                _send(proc, signal.SIGKILL)
 
     def _tree(self, *, everywhere: bool = False) -> list[psutil.Process]:
         found = []

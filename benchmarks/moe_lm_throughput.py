@@ -1,0 +1,150 @@
+"""Benchmark: a full MoE LM training step (forward, backward, AdamW) against this machine's
+own fp32 GEMM rate, measured in the same run; and activation offloading / checkpointing.
+
+Model FLOPs per token (PaLM's accounting, as nanoGPT's MFU): 6 x the parameters a token
+uses (attention, router, its top-k experts, lm_head; not the embedding lookups) plus
+12 x n_layer x block_size x d_model for the attention scores. Achieved FLOP/s = that x
+tokens/s. The GEMM rate is the best of a few 2048^3 fp32 matmuls, timed between the
+variants, so a neighbour's load is seen by both. On a GPU the same ratio is the MFU
+against the measured peak (benchmarks/gpu_check.py).
+
+Variants (the same model, batch and seed): base; activation checkpointing; activation
+offloading (saved tensors to CPU memory via torch.autograd.graph.save_on_cpu; on a CPU
+device this can only cost time: the tensors are in CPU memory already); SwiGLU experts.
+Peak extra memory of one step: torch's MemTracker (every storage allocated during it).
+
+    .venv/bin/python benchmarks/moe_lm_throughput.py            # default size, ~2 min
+    .venv/bin/python benchmarks/moe_lm_throughput.py --steps 3  # quicker, noisier
+
+Last line: one JSON object (tokens_per_s, model_flops_per_s, gemm_flops_per_s,
+fraction_of_gemm, and per-variant step ms / peak MiB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.distributed._tools.mem_tracker import MemTracker
+
+from sm_toolkit.models.moe import MoEConfig, MoETransformer
+
+VOCAB, BATCH = 96, 32
+
+
+def model_flops_per_token(config: MoEConfig) -> float:
+    """6 x active parameters + attention scores, per token (forward + backward)."""
+    d, h, k = config.d_model, config.d_ff, config.top_k
+    mats = 3 if config.expert_kind == "swiglu" else 2
+    attention = 4 * d * d
+    ffn_moe = k * mats * d * h + d * config.n_experts + config.shared_expert_d_ff * 2 * d
+    n_moe = len(config.moe_layers)
+    active = config.n_layer * attention + n_moe * ffn_moe
+    active += (config.n_layer - n_moe) * 2 * d * h + d * config.vocab_size  # dense FFN, head
+    return 6 * active + 12 * config.n_layer * config.block_size * d
+
+
+def gemm_rate(n: int = 2048, repeats: int = 3) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n**3 / best
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def make_step(config: MoEConfig, offload: bool):
+    torch.manual_seed(0)
+    model = MoETransformer(config)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    idx = torch.randint(0, VOCAB, (BATCH, config.block_size + 1))
+
+    def step() -> None:
+        hooks = torch.autograd.graph.save_on_cpu() if offload else contextlib.nullcontext()
+        with hooks:
+            logits, aux = model(idx[:, :-1])
+            loss = F.cross_entropy(logits.flatten(0, 1), idx[:, 1:].flatten()) + aux.loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return model, step
+
+
+def peak_mib(model, step) -> float:
+    tracker = MemTracker()
+    tracker.track_external(model)
+    with tracker:
+        start = tracker.get_tracker_snapshot("current")
+        step()
+    peak = tracker.get_tracker_snapshot("peak")
+    dev = torch.device("cpu")
+    return (peak[dev]["Total"] - start.get(dev, {}).get("Total", 0)) / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per variant")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    base = MoEConfig(vocab_size=VOCAB, dropless=True)
+    variants = {
+        "base": (base, False),
+        "checkpointing": (dataclasses.replace(base, activation_checkpointing=True), False),
+        "offloading": (base, True),
+        "swiglu": (dataclasses.replace(base, expert_kind="swiglu", d_ff=168), False),
+    }
+    steps = {name: make_step(cfg, off) for name, (cfg, off) in variants.items()}
+    for _, step in steps.values():
+        step()  # warm-up (and the expert compute probe)
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    gemm = [gemm_rate()]
+    for _ in range(args.steps):  # interleaved, so load drifts hit every variant alike
+        for name, (_, step) in steps.items():
+            times[name].append(_timed(step))
+        gemm.append(gemm_rate(repeats=1))
+    memory = {name: peak_mib(model, step) for name, (model, step) in steps.items()}
+    report(variants, times, memory, max(gemm))
+
+
+def report(variants, times, memory, gemm: float) -> None:
+    out: dict[str, object] = {}
+    tokens = BATCH * variants["base"][0].block_size
+    print(
+        f"MoE LM training step, batch {BATCH} x {variants['base'][0].block_size} tokens, fp32, "
+        f"{torch.get_num_threads()} threads; fp32 GEMM rate {gemm / 1e9:.1f} GFLOP/s"
+    )
+    print("| variant | median step ms | tokens/s | model GFLOP/s | x GEMM rate | peak MiB |")
+    print("|---|---|---|---|---|---|")
+    for name, (config, _) in variants.items():
+        step_s = statistics.median(times[name])
+        rate = model_flops_per_token(config) * tokens / step_s
+        print(f"| {name} | {step_s * 1e3:.1f} | {tokens / step_s:.0f} | {rate / 1e9:.1f} | "
+              f"{rate / gemm:.2f} | {memory[name]:.1f} |")  # fmt: skip
+        out[name] = {"step_ms": round(step_s * 1e3, 1), "peak_mib": round(memory[name], 1),
+                     "fraction_of_gemm": round(rate / gemm, 3)}  # fmt: skip
+    base_s = statistics.median(times["base"])
+    base_rate = model_flops_per_token(variants["base"][0]) * tokens / base_s
+    summary = {
+        "tokens_per_s": round(tokens / base_s, 1),
+        "model_flops_per_s": round(base_rate),
+        "gemm_flops_per_s": round(gemm),
+        "fraction_of_gemm": round(base_rate / gemm, 3),
+    }
+    print(json.dumps({**summary, **out}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Command-line values that change a loaded spec (``--job-name``, ``--set KEY=VALUE``).
+
+They pass the same checks as the file: a job name the API's pattern, a hyperparameter the
+spec's name and value rules (``sagemaker_*`` reserved, no spaces, finite numbers).
+"""
+
+from __future__ import annotations
+
+import re
+
+from sm_toolkit.errors import ConfigError
+from sm_toolkit.spec import rules, yaml_io
+from sm_toolkit.spec.job import JOB_NAME_PATTERN, JobSpec
+from sm_toolkit.spec.tuning import TUNING_NAME_PATTERN
+
+MAX_VALUE_CHARS = 2500  # HyperParameterValue's maximum length in botocore's model
+
+
+def check_job_name(name: str, *, tuning: bool, field: str = "--job-name") -> str:
+    """``name`` if it is a valid training (or tuning) job name, else a ConfigError."""
+    if tuning and not re.fullmatch(TUNING_NAME_PATTERN, name):
+        raise ConfigError(field, name, "at most 32 letters, digits and hyphens (a tuning job name)")
+    if not re.fullmatch(JOB_NAME_PATTERN, name):
+        raise ConfigError(
+            field, name, "1-63 letters, digits and hyphens, starting with a letter or digit"
+        )
+    return name
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    """``KEY=VALUE`` strings -> {key: value}, each key and value checked like the file's."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError("--set", pair, "KEY=VALUE, e.g. --set epochs=3")
+        field = f"--set {key}"
+        if len(value) > MAX_VALUE_CHARS:
+            raise ConfigError(field, value, f"a value of at most {MAX_VALUE_CHARS} characters")
+        rules.check_hyperparameter(key, _scalar(value, field), field)
+        out[key] = value
+    return out
+
+
+def apply_overrides(spec: JobSpec, pairs: list[str]) -> JobSpec:
+    """The spec with ``--set`` hyperparameters merged in (values read as YAML scalars, as
+    in the file) and every spec rule checked again."""
+    if not pairs:
+        return spec
+    values = {k: _scalar(v, f"--set {k}") for k, v in parse_overrides(pairs).items()}
+    data = spec.model_dump(exclude_unset=True)
+    data["hyperparameters"] = {**spec.hyperparameters, **values}
+    from sm_toolkit.spec.loader import validate_data
+
+    return validate_data(data)
+
+
+def _scalar(text: str, field: str) -> bool | int | float | str:
+    try:
+        value = yaml_io.load_yaml(text, field) if text else ""
+    except ConfigError:
+        return text
+    if value is None or isinstance(value, list | dict):
+        return text  # `--set x=[1,2]` reaches the script as the text the user typed
+    return value
