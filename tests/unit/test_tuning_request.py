@@ -30,7 +30,8 @@ GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 
 
 def _golden(name: str) -> dict:
-    return json.loads((GOLDEN / f"{name}.json").read_text())["Request"]
+    data = json.loads((GOLDEN / f"{name}.json").read_text())
+    return data.get("Request", data)
 
 
 def test_a_rendered_request_reads_as_the_spec_said():
@@ -60,7 +61,12 @@ def test_a_rendered_request_reads_as_the_spec_said():
 
 
 @pytest.mark.parametrize(
-    "name", ["tune-cnn-hyperband", "tune-moe-bayesian-warmstart", "tune-rnn-grid"]
+    "name",
+    [
+        f"{sdk}tune-{name}"
+        for sdk in ("", "v3/")  # what SDK v2 and SDK v3 build for the same specs
+        for name in ("cnn-hyperband", "moe-bayesian-warmstart", "rnn-grid")
+    ],
 )
 def test_every_golden_tuning_request_reads(name):
     request = _golden(name)
@@ -228,7 +234,6 @@ def test_trials_have_no_warm_pool_rules_tensorboard_or_profiler():
         "warm_pool": {"keep_alive_seconds": 600},
         "rules": ["vanishing_gradient"],
         "tensorboard": {"s3_output_path": "s3://sm-toolkit-test/tb"},
-        "spot": {"max_wait_seconds": 7200},
         "max_run_seconds": 3600,
         "checkpoint": {"s3_uri": "s3://sm-toolkit-test/ckpt"},
         "max_retry_attempts": 2,
@@ -247,9 +252,18 @@ def test_trials_have_no_warm_pool_rules_tensorboard_or_profiler():
     ):
         assert absent not in trial, absent
     assert "KeepAlivePeriodInSeconds" not in trial["ResourceConfig"]
-    assert trial["EnableManagedSpotTraining"] is True
-    assert trial["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
+    assert trial["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600}
     assert trial["CheckpointConfig"]["S3Uri"] == "s3://sm-toolkit-test/ckpt"
     assert trial["RetryStrategy"] == {"MaximumRetryAttempts": 2}
     assert trial["Environment"] == request["TrainingJobDefinition"]["Environment"]
     assert trial["Environment"]["MY_FLAG"] == "1"
+
+
+def test_spot_training_reaches_the_trials():
+    # Spot excludes a warm pool (a spec rule), so it is a spec of its own.
+    extra = {"spot": {"max_wait_seconds": 7200}, "max_run_seconds": 3600}
+    spec = parse_spec({**job_dict(max_jobs=2), **extra}, base_dir=FIXTURE_DIR)
+    trial = trial_request(render(spec).request, "quad-003-00000000", {"x": 0.0})
+    _valid_training_request(trial)
+    assert trial["EnableManagedSpotTraining"] is True
+    assert trial["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}

@@ -26,7 +26,9 @@ from sm_toolkit.errors import MISSING, ConfigError
 
 CONFIG = "HyperParameterTuningJobConfig"
 DEFINITION = "TrainingJobDefinition"
-RANGES = f"{CONFIG}.ParameterRanges"
+# Range fields are named from ParameterRanges on (it exists only in the config): the whole
+# path would pass the 80 characters a ConfigError shows of a field name.
+RANGES = "ParameterRanges"
 # SageMaker infers Hyperband's MaxResource from the first of these static hyperparameters.
 EPOCH_KEYS = ("epochs", "numepochs", "n-epochs", "n_epochs", "num_epochs")
 _RANGE_KINDS = {
