@@ -148,8 +148,9 @@ def test_ctrl_c_then_tune_resume_from_the_cli_with_the_real_engine(tmp_path, buc
         [*command, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=600
     )
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
-    assert "resuming, 2 trials finished, 1 interrupted" in resumed.stdout
-    assert resumed.stdout.count(" started ") == 2  # only the remaining two ran
+    shown = resumed.stdout[-3000:]
+    assert "resuming, 2 trials finished, 1 interrupted" in resumed.stdout, shown
+    assert resumed.stdout.count(" started ") == 2, shown  # only the remaining two ran
     doc = json.loads((tmp_path / ".sm-toolkit" / "tuning" / "quad" / "results.json").read_text())
     assert [t["name"] for t in doc["trials"][:2]] == finished and len(doc["trials"]) == 4
-    assert all(t["status"] == "Completed" for t in doc["trials"])
+    assert all(t["status"] == "Completed" for t in doc["trials"]), shown
