@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sm_toolkit.aws.local_request import localize_request
+from sm_toolkit.aws.render import render
 from sm_toolkit.local.tuning import TuningResult, run_local_tuning
 from sm_toolkit.spec import parse_spec
 
@@ -126,7 +128,8 @@ def run_cnn(args: argparse.Namespace) -> list[dict[str, Any]]:
         for strategy, trials in plan:
             spec = cnn_spec(strategy, seed=seed, trials=trials, epochs=args.epochs)
             start = time.monotonic()
-            result = run_local_tuning(spec, workdir=OUT / "cnn", log=_quiet_log)
+            request = localize_request(render(spec).request, spec)
+            result = run_local_tuning(request, workdir=OUT / "cnn", log=_quiet_log)
             results[strategy] = result
             row[strategy] = summarise(result, time.monotonic() - start)
             print(f"[bench] seed {seed} {strategy}: {row[strategy]}", flush=True)
@@ -149,12 +152,12 @@ def _quiet_log(line: str) -> None:
 def run_quadratic(seeds: int, trials: int) -> dict[str, list[float]]:
     """Bayesian vs Random on the quadratic fixture (known optimum 2/epochs at x=1, y=2, adam)."""
     sys.path.insert(0, str(ROOT / "tests" / "fixtures" / "quadratic"))
-    from quadratic_support import FakeRunner, make_spec
+    from quadratic_support import FakeRunner, make_request
 
     best: dict[str, list[float]] = {"Random": [], "Bayesian": []}
     for seed in range(seeds):
         for strategy in best:
-            spec = make_spec(
+            request = make_request(
                 job_name=f"q-{strategy.lower()}-{seed}",
                 strategy=strategy,
                 max_jobs=trials,
@@ -163,7 +166,7 @@ def run_quadratic(seeds: int, trials: int) -> dict[str, list[float]]:
                 epochs=2,
             )
             result = run_local_tuning(
-                spec, workdir=OUT / "quadratic", run_job=FakeRunner(), log=lambda line: None
+                request, workdir=OUT / "quadratic", run_job=FakeRunner(), log=lambda line: None
             )
             best[strategy].append(result.best.objective - 1.0)  # regret: optimum is 2/2 = 1
     return best

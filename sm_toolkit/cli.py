@@ -107,6 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--job-name")
     _sdk_option(t)
     t.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    t.add_argument("--resume", action="store_true",
+                   help="continue a local tuning job that was killed: only the remaining "
+                   "trials run (its study is <workdir>/tuning/<job>/study.db)")
 
     sub.add_parser("demo", help="train the CNN locally against an embedded S3 (no AWS)")
 
@@ -416,10 +419,18 @@ def _tune(spec, args: argparse.Namespace) -> int:
             ) from None
         spec = spec.model_copy(update={"tuning": tuning})
     if not args.local:
+        if args.resume:
+            raise ConfigError("--resume", True, "only with --local (a local tuning job)")
         return _launch(spec, args.job_name, wait=False, sdk=args.sdk)
+    from sm_toolkit.aws.local_request import localize_request
+    from sm_toolkit.aws.render import render
     from sm_toolkit.local.tuning import run_local_tuning
 
-    result = run_local_tuning(spec, workdir=args.workdir)
+    # The local side runs the request, never the spec: render it as a launch would, then
+    # point code and local channels at this machine as SageMaker local mode does.
+    rendered = render(spec, job_name=args.job_name, sdk=args.sdk)
+    request = localize_request(rendered.request, spec)
+    result = run_local_tuning(request, workdir=args.workdir, resume=args.resume)
     if result.best is None:
         print(f"sm-toolkit: tuning job {result.job_name}: no trial completed", file=sys.stderr)
         return 1

@@ -10,7 +10,7 @@ from sm_toolkit.local.tuning.report import format_table, leaderboard_rows
 from sm_toolkit.local.tuning.trials import TrialRecord
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures" / "quadratic"))
-from quadratic_support import make_spec  # noqa: E402
+from quadratic_support import make_config  # noqa: E402
 
 
 def _rec(index, objective, status="Completed", **kw):
@@ -34,10 +34,10 @@ def test_trial_names_follow_sagemaker():
 
 
 def test_target_counts_in_the_objective_direction():
-    tuning = make_spec(
+    tuning = make_config(
         objective={"metric": "val:loss", "type": "Maximize"},
         completion={"target_objective_value": 0.9},
-    ).tuning
+    )
     tracker = CompletionTracker(tuning)
     tracker.update(_rec(1, 0.5))
     assert tracker.reason is None
@@ -46,7 +46,7 @@ def test_target_counts_in_the_objective_direction():
 
 
 def test_not_improving_counts_failed_and_stopped_jobs_and_resets_on_a_new_best():
-    tracker = CompletionTracker(make_spec(completion={"max_jobs_not_improving": 3}).tuning)
+    tracker = CompletionTracker(make_config(completion={"max_jobs_not_improving": 3}))
     for rec in (
         _rec(1, 5.0),
         _rec(2, 6.0),
@@ -62,12 +62,12 @@ def test_not_improving_counts_failed_and_stopped_jobs_and_resets_on_a_new_best()
 
 def test_runtime_limit_uses_the_clock():
     now = [100.0]
-    tracker = CompletionTracker(make_spec(max_runtime_seconds=120).tuning, clock=lambda: now[0])
+    tracker = CompletionTracker(make_config(max_runtime_seconds=120), clock=lambda: now[0])
     now[0] = 219.0
     assert not tracker.runtime_exceeded()
     now[0] = 220.0
     assert tracker.runtime_exceeded()
-    assert not CompletionTracker(make_spec().tuning).runtime_exceeded()
+    assert not CompletionTracker(make_config()).runtime_exceeded()
 
 
 def test_convergence_rule():
@@ -83,8 +83,8 @@ def test_convergence_stops_a_tracker_that_asked_for_it():
     # Converged at the 11th: the best of the first 6 (1.2) is within 1% of the spread (8.81)
     # of the best of all 11 (1.19).
     values = [10.0, 5.0, 3.0, 2.0, 1.5, 1.2, 1.19, 1.3, 1.25, 1.4, 1.21]
-    tracker = CompletionTracker(make_spec(completion={"complete_on_convergence": True}).tuning)
-    off = CompletionTracker(make_spec().tuning)
+    tracker = CompletionTracker(make_config(completion={"complete_on_convergence": True}))
+    off = CompletionTracker(make_config())
     for i, value in enumerate(values, start=1):
         assert tracker.reason is None
         tracker.update(_rec(i, value))

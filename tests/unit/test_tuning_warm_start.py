@@ -20,14 +20,14 @@ from sm_toolkit.local.tuning.warm_start import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures" / "quadratic"))
-from quadratic_support import FakeRunner, make_spec  # noqa: E402
+from quadratic_support import FakeRunner, make_config, make_request  # noqa: E402
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
 
 def _tune(tmp_path, **kwargs):
     return run_local_tuning(
-        make_spec(**kwargs), workdir=tmp_path, run_job=FakeRunner(), log=lambda line: None
+        make_request(**kwargs), workdir=tmp_path, run_job=FakeRunner(), log=lambda line: None
     )
 
 
@@ -62,14 +62,14 @@ def _parent(trials, *, tuned=("x", "y", "optimizer"), static=None):
 
 
 def test_identical_adds_only_trials_fully_inside_the_new_ranges():
-    spec = make_spec(
+    config = make_config(
         ranges={
             "x": {"type": "continuous", "min": 0.0, "max": 1.0},
             "y": {"type": "integer", "min": 0, "max": 5},
             "optimizer": {"type": "categorical", "values": ["sgd", "adam"]},
         }
     )
-    space = search.build_space(spec.tuning.ranges)
+    space = search.build_space(config.ranges)
     inside = ParentTrial(
         "p-001", {"x": 0.5, "y": 2, "optimizer": "adam"}, "Completed", 1.0, (3.0, 2.0, 1.0)
     )
@@ -84,19 +84,19 @@ def test_identical_adds_only_trials_fully_inside_the_new_ranges():
     assert frozen[1] is None and frozen[2] is None
     assert frozen[0].state == TrialState.COMPLETE and frozen[0].value == 1.0
     assert frozen[0].intermediate_values == {1: 3.0, 2: 2.0, 3: 1.0}
-    assert frozen[0].params == {"x": 0.5, "y": 2, "optimizer": "adam"}
+    assert frozen[0].params == {"x": 0.5, "y": 2, "optimizer": '"adam"'}
     assert frozen[3].state == TrialState.PRUNED
 
 
 def test_transfer_learning_drops_params_outside_the_new_ranges_and_static_ones():
     # x was tuned in the parent and is static now; z is new and was static in the parent.
-    spec = make_spec(
+    config = make_config(
         ranges={
             "y": {"type": "integer", "min": 0, "max": 3},
             "z": {"type": "continuous", "min": 0.0, "max": 1.0},
         }
     )
-    space = search.build_space(spec.tuning.ranges)
+    space = search.build_space(config.ranges)
     parent = _parent([], tuned=("x", "y"), static={"z": 0.25})
     keep = ParentTrial("p-001", {"x": 1.0, "y": 2}, "Completed", 1.0, (2.0, 1.0))
     partial = ParentTrial("p-002", {"x": 1.0, "y": 5}, "Completed", 2.0)
@@ -260,17 +260,17 @@ def test_sagemaker_parent_is_read_with_describe_and_paged_list():
     assert parent.static_hyperparameters == {"epochs": 4, "sleep": 0.0}
     assert [t.status for t in parent.trials] == ["Completed", "Failed", "Completed"]
     assert parent.trials[0].objective == 2.5 and parent.trials[1].objective is None
-    space = search.build_space(make_spec().tuning.ranges)
+    space = search.build_space(make_config().ranges)
     frozen = to_frozen_trial(
         parent.trials[0], parent, space, identical=True, static_now={"epochs": 4, "sleep": 0.0}
     )
-    assert frozen.params == {"x": 1.0, "y": 2, "optimizer": "adam"} and frozen.value == 2.5
+    assert frozen.params == {"x": 1.0, "y": 2, "optimizer": '"adam"'} and frozen.value == 2.5
 
 
 def test_warm_start_from_a_sagemaker_parent_in_a_local_tuning_job(tmp_path):
     client, stubber = _stubbed_client()
     result = run_local_tuning(
-        make_spec(
+        make_request(
             job_name="child",
             strategy="Bayesian",
             max_jobs=2,
@@ -300,9 +300,11 @@ def test_an_unknown_parent_names_the_field_and_both_places_looked(tmp_path):
         "Amazon SageMaker can't find a tuning job named nope",
     )
     stubber.activate()
-    with pytest.raises(ConfigError, match=r"tuning.warm_start.parents.*can't find"):
+    with pytest.raises(
+        ConfigError, match=r"^WarmStartConfig.ParentHyperParameterTuningJobs: 'nope'.*can't find"
+    ):
         run_local_tuning(
-            make_spec(
+            make_request(
                 max_jobs=1,
                 max_parallel_jobs=1,
                 warm_start={"type": "TransferLearning", "parents": ["nope"]},

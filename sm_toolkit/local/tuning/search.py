@@ -1,4 +1,4 @@
-"""The search: a spec's tuning ranges as an optuna search space, sampler, pruner and study.
+"""The search: a tuning request's ranges as an optuna search space, sampler, pruner and study.
 
 How SageMaker's range semantics map onto optuna:
 
@@ -6,6 +6,8 @@ How SageMaker's range semantics map onto optuna:
 - ``ReverseLogarithmic`` (continuous, 0 <= x < 1) puts more samples close to 1: optuna samples
   ``u = 1 - x`` log-uniformly in ``[1 - max, 1 - min]`` under an internal name, and
   :meth:`SearchSpace.decode` turns ``u`` back into ``x``.
+- Categorical choices are the values as the request sent them (JSON-encoded by framework
+  estimators: ``"\\"sgd\\""``); that is what a trial receives, and values are compared decoded.
 - ``Auto``: SageMaker picks a scale itself. Here ``Auto`` is Linear unless the range is positive
   and spans at least two orders of magnitude (max / min >= 100), then Logarithmic: a learning
   rate in [1e-4, 1e-1] wants log sampling, a dropout in [0.1, 0.5] does not.
@@ -15,7 +17,6 @@ Samplers per strategy (see :func:`make_sampler` for why).
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,20 +30,18 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from sm_toolkit.errors import ConfigError
 from sm_toolkit.local.tuning.early_stopping import RunningAverageMedianPruner
+from sm_toolkit.local.tuning.request import ParamRange, TuningConfig, decode_value
 
 # A range whose max/min reaches this ratio counts as "spanning orders of magnitude" for Auto.
 AUTO_LOG_RATIO = 100.0
 # Internal optuna name of a ReverseLogarithmic parameter (the sampled value is 1 - x).
 REVERSE_PREFIX = "__one_minus__"
-# SageMaker infers Hyperband's MaxResource from the first of these static hyperparameters.
-EPOCH_KEYS = ("epochs", "numepochs", "n-epochs", "n_epochs", "num_epochs")
 
 
-def resolve_scaling(rng: Any) -> str:
+def resolve_scaling(rng: ParamRange) -> str:
     """The effective scaling of a numeric range: Linear, Logarithmic or ReverseLogarithmic."""
-    scaling = getattr(rng, "scaling", "Auto") or "Auto"
+    scaling = rng.scaling or "Auto"
     if scaling != "Auto":
         return scaling
     if rng.min > 0 and rng.max / rng.min >= AUTO_LOG_RATIO:
@@ -52,7 +51,7 @@ def resolve_scaling(rng: Any) -> str:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Optuna distributions for a tuning spec's ranges, and the mapping back to hyperparameters.
+    """Optuna distributions for a tuning request's ranges, and the mapping back to hyperparameters.
 
     ``distributions`` is keyed by optuna name; that is the hyperparameter name except for
     ReverseLogarithmic ranges (``REVERSE_PREFIX + name``, holding ``1 - value``).
@@ -65,7 +64,7 @@ class SearchSpace:
         return name if name in self.distributions else REVERSE_PREFIX + name
 
     def decode(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """Optuna params -> hyperparameter values, in range order."""
+        """Optuna params -> tuned values as a trial receives them, in range order."""
         out: dict[str, Any] = {}
         for name in self.names:
             key = self.optuna_name(name)
@@ -116,23 +115,19 @@ def coerce(raw: Any, dist: BaseDistribution, *, reverse: bool = False) -> Any | 
 
 
 def _match_choice(raw: Any, choices: tuple[Any, ...]) -> Any | None:
+    # Choices are strings as sent ("\"sgd\"" from framework estimators, "sgd" from others);
+    # raw is a stored native value or such a string. Compare both decoded, types included:
+    # True == 1 in Python, but "true" and "1" are different choices.
+    wanted = decode_value(raw)
     for choice in choices:
-        # Compare types too: True == 1 in Python, but "true" and 1 are different choices.
-        if type(raw) is type(choice) and raw == choice:
-            return choice
-    # SageMaker sends framework-estimator categoricals JSON-encoded ("\"sgd\""), others plain.
-    text = str(raw)
-    if len(text) >= 2 and text[0] == text[-1] == '"':
-        text = text[1:-1]
-    for choice in choices:
-        rendered = str(choice).lower() if isinstance(choice, bool) else str(choice)
-        if text == rendered or (isinstance(choice, bool) and text.lower() == rendered):
+        value = decode_value(choice)
+        if type(value) is type(wanted) and value == wanted:
             return choice
     return None
 
 
-def build_space(ranges: Mapping[str, Any]) -> SearchSpace:
-    """The optuna search space for a tuning spec's ``ranges``."""
+def build_space(ranges: Mapping[str, ParamRange]) -> SearchSpace:
+    """The optuna search space for a tuning request's ``ranges``."""
     dists: dict[str, BaseDistribution] = {}
     for name, rng in ranges.items():
         kind = rng.type
@@ -141,8 +136,7 @@ def build_space(ranges: Mapping[str, Any]) -> SearchSpace:
             continue
         scaling = resolve_scaling(rng)
         if kind == "integer":
-            # ReverseLogarithmic is not defined for integer ranges; SageMaker lists it for
-            # continuous ones only, and the spec rejects it, so Linear is the safe reading.
+            # ReverseLogarithmic is refused for integer ranges when the request is read.
             log = scaling == "Logarithmic"
             dists[name] = IntDistribution(int(rng.min), int(rng.max), log=log)
         elif scaling == "ReverseLogarithmic":
@@ -154,38 +148,7 @@ def build_space(ranges: Mapping[str, Any]) -> SearchSpace:
     return SearchSpace(distributions=dists, names=tuple(ranges))
 
 
-def grid_size(ranges: Mapping[str, Any]) -> int:
-    """Number of distinct combinations of categorical ranges (what Grid runs)."""
-    return math.prod(len(r.values) for r in ranges.values())
-
-
-def effective_max_jobs(tuning: Any) -> int:
-    """MaxNumberOfTrainingJobs as SageMaker reads it: Grid defaults to all combinations,
-    other strategies to 1 (the v2 SDK's default when max_jobs is not given)."""
-    if tuning.max_jobs is not None:
-        return int(tuning.max_jobs)
-    return grid_size(tuning.ranges) if tuning.strategy == "Grid" else 1
-
-
-def hyperband_resources(tuning: Any, hyperparameters: Mapping[str, Any]) -> tuple[int, int, str]:
-    """(min_resource, max_resource, epochs hyperparameter name) for the Hyperband strategy.
-
-    Like SageMaker, MaxResource falls back to a static epochs hyperparameter when the spec's
-    ``hyperband`` block is absent.
-    """
-    key = next((k for k in EPOCH_KEYS if k in hyperparameters), "epochs")
-    if tuning.hyperband is not None:
-        return int(tuning.hyperband.min_resource), int(tuning.hyperband.max_resource), key
-    if key not in hyperparameters:
-        raise ConfigError(
-            "tuning.hyperband.max_resource",
-            None,
-            "set it, or give a static hyperparameter named one of " + ", ".join(EPOCH_KEYS),
-        )
-    return 1, int(hyperparameters[key]), key
-
-
-def make_sampler(tuning: Any) -> optuna.samplers.BaseSampler:
+def make_sampler(tuning: TuningConfig) -> optuna.samplers.BaseSampler:
     """The optuna sampler for a strategy.
 
     Bayesian uses optuna's GPSampler (a Gaussian process with log expected improvement), not
@@ -209,7 +172,7 @@ def make_sampler(tuning: Any) -> optuna.samplers.BaseSampler:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.GPSampler(
             seed=seed,
-            n_startup_trials=_startup_trials(effective_max_jobs(tuning)),
+            n_startup_trials=_startup_trials(tuning.max_jobs or 30),
             # The GP models categorical values itself; this only runs the startup trials.
             independent_sampler=optuna.samplers.RandomSampler(seed=seed),
         )
@@ -230,22 +193,29 @@ def _startup_trials(max_jobs: int) -> int:
     return max(3, min(10, max_jobs // 3))
 
 
-def make_pruner(tuning: Any, hyperparameters: Mapping[str, Any]) -> optuna.pruners.BasePruner:
+def make_pruner(tuning: TuningConfig) -> optuna.pruners.BasePruner:
     """Hyperband's successive halving, the median rule for early stopping Auto, else none."""
-    if tuning.strategy == "Hyperband":
-        min_r, max_r, _ = hyperband_resources(tuning, hyperparameters)
-        return optuna.pruners.HyperbandPruner(min_resource=min_r, max_resource=max_r)
+    if tuning.hyperband is not None:
+        hb = tuning.hyperband
+        return optuna.pruners.HyperbandPruner(
+            min_resource=hb.min_resource, max_resource=hb.max_resource
+        )
     if tuning.early_stopping == "Auto":
         return RunningAverageMedianPruner()
     return optuna.pruners.NopPruner()
 
 
-def make_study(tuning: Any, hyperparameters: Mapping[str, Any]) -> optuna.Study:
-    """An in-memory optuna study for the tuning spec (thread-safe storage, one process)."""
+def make_study(
+    tuning: TuningConfig, *, storage: Any = None, load_if_exists: bool = False
+) -> optuna.Study:
+    """The optuna study of a tuning job: in memory, or in ``storage`` (an RDB URL or storage
+    object) where a later run can load it again."""
     direction = "maximize" if tuning.objective.type == "Maximize" else "minimize"
     return optuna.create_study(
         study_name=tuning.job_name,
+        storage=storage,
+        load_if_exists=load_if_exists,
         direction=direction,
         sampler=make_sampler(tuning),
-        pruner=make_pruner(tuning, hyperparameters),
+        pruner=make_pruner(tuning),
     )

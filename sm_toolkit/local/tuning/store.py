@@ -7,6 +7,7 @@ tuning job warm-starts from a parent's training jobs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -29,10 +30,8 @@ def results_path(workdir: Path, job_name: str) -> Path:
 
 
 def range_to_dict(rng: Any) -> dict[str, Any]:
-    """A spec range as plain JSON data (pydantic models dump themselves)."""
-    if hasattr(rng, "model_dump"):
-        return rng.model_dump(mode="json")
-    return {k: v for k, v in vars(rng).items() if not k.startswith("_")}
+    """A tuned range as plain JSON data."""
+    return {k: v for k, v in dataclasses.asdict(rng).items() if v not in (None, ())}
 
 
 def tuning_document(

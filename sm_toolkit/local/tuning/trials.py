@@ -1,17 +1,21 @@
-"""One tuning trial: a full local training job (``run_job``) watched through its log lines.
+"""One tuning trial: its CreateTrainingJob request run by the local engine (``run_job``),
+watched through its log lines.
 
-The objective is read the way SageMaker reads it: the job's metric-definition regex applied to
-every log line; each value is an intermediate result (step 1, 2, ... in the order printed) and
-the last one is the final objective. Intermediate values go to the optuna trial as they arrive,
-and when the study's pruner says so the trial's ``stop_event`` is set (the runner then sends
-SIGTERM and the job ends as ``Stopped``, as an early-stopped SageMaker training job does).
+The objective is read the way SageMaker reads it: the objective's metric-definition regex
+applied to every log line; each value is an intermediate result (step 1, 2, ... in the order
+printed), and the final objective is the job's FinalMetricDataList value (else the last one).
+Intermediate values go to the optuna trial as they arrive, and when the study's pruner says
+so the trial's ``stop_event`` is set (the engine then stops the job like StopTrainingJob and
+it ends ``Stopped``, as an early-stopped SageMaker training job does).
 """
 
 from __future__ import annotations
 
 import math
+import re
 import secrets
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +24,12 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from sm_toolkit.local.tuning.request import decode_value
+from sm_toolkit.local.tuning.trial_job import trial_request
+
 RunJob = Callable[..., Any]
+# The optuna user attribute holding a finished trial's record (what a resume reads back).
+RECORD_ATTR = "record"
 
 
 def trial_name(tuning_job_name: str, index: int) -> str:
@@ -30,7 +39,11 @@ def trial_name(tuning_job_name: str, index: int) -> str:
 
 @dataclass
 class TrialRecord:
-    """What the leaderboard, plots and the warm-start store keep about one trial."""
+    """What the leaderboard, plots and the warm-start store keep about one trial.
+
+    ``hyperparameters`` are the tuned values as the training container decodes them
+    (``"\\"adam\\""`` -> ``"adam"``, ``"0.5"`` -> ``0.5``).
+    """
 
     index: int
     name: str
@@ -42,7 +55,7 @@ class TrialRecord:
     failure_reason: str | None = None
     seconds: float = 0.0
     model_artifacts: str | None = None
-    log_path: str | None = None
+    job_dir: str | None = None  # where the engine left the job (describe.json, host logs)
 
     @property
     def epochs(self) -> int:
@@ -60,15 +73,17 @@ class TrialRecord:
 
 @dataclass(frozen=True, kw_only=True)
 class TrialContext:
-    """Everything a trial needs besides its own parameters; shared by all trials of a job."""
+    """Everything a trial needs besides its own values; shared by all trials of a job."""
 
-    spec: Any
+    request: Mapping[str, Any]  # the CreateHyperParameterTuningJob request
     run_job: RunJob
     jobs_dir: Path
     objective_metric: str
-    parser_factory: Callable[[], Any]
-    static_overrides: Mapping[str, Any] = field(default_factory=dict)
+    objective_regex: str
     prune: bool = False
+    # Set when the tuning job itself is interrupted (Ctrl-C): trials it stopped are not
+    # results, so they are not recorded and a resume runs them again.
+    interrupted: threading.Event = field(default_factory=threading.Event)
 
 
 class _ObjectiveWatch:
@@ -78,15 +93,18 @@ class _ObjectiveWatch:
         self._ctx = ctx
         self._trial = trial
         self._stop = stop
-        self._parser = ctx.parser_factory()
+        self._pattern = re.compile(ctx.objective_regex)
         self._lock = threading.Lock()
         self.values: list[float] = []
         self.pruned = False
 
     def on_line(self, line: str) -> None:
-        for name, value in self._parser.feed(line):
-            if name == self._ctx.objective_metric:
-                self._observe(float(value))
+        for match in self._pattern.finditer(line):
+            try:
+                value = float(match.group(1))
+            except (IndexError, ValueError):
+                continue  # SageMaker skips a match that is not a number, and so do we
+            self._observe(value)
 
     def _observe(self, value: float) -> None:
         with self._lock:
@@ -108,40 +126,50 @@ def run_trial(
     *,
     index: int,
     name: str,
-    hyperparameters: dict[str, Any],
+    tuned_values: Mapping[str, Any],
     stop: threading.Event,
 ) -> TrialRecord:
-    """Run one trial to the end, tell the study its outcome and return its record."""
+    """Run one trial to the end, tell the study its outcome and return its record.
+
+    ``tuned_values`` are the values the trial's request carries (categorical ones as sent).
+    """
     watch = _ObjectiveWatch(ctx, trial, stop)
-    record = TrialRecord(index=index, name=name, hyperparameters=hyperparameters, status="Failed")
+    decoded = {k: decode_value(v) for k, v in tuned_values.items()}
+    record = TrialRecord(index=index, name=name, hyperparameters=decoded, status="Failed")
+    started = time.monotonic()
     try:
-        result = ctx.run_job(
-            ctx.spec,
-            job_name=name,
-            workdir=ctx.jobs_dir,
-            hyperparameters={**ctx.static_overrides, **hyperparameters},
-            on_line=watch.on_line,
-            stop_event=stop,
+        request = trial_request(ctx.request, name, tuned_values)
+        document = ctx.run_job(
+            request, workdir=ctx.jobs_dir, on_line=watch.on_line, stop_event=stop
         )
-    except Exception as exc:  # a runner error fails this trial, not the tuning job
+    except Exception as exc:  # an engine error fails this trial, not the tuning job
         record.failure_reason = f"{type(exc).__name__}: {exc}"
         record.intermediate = list(watch.values)
+        record.seconds = time.monotonic() - started
+        trial.set_user_attr(RECORD_ATTR, record.to_dict())
         study.tell(trial, state=TrialState.FAIL)
         return record
-    _fill_from_result(record, result, watch, ctx.objective_metric)
+    _fill_from_document(record, document, watch, ctx.objective_metric)
+    record.seconds = time.monotonic() - started
+    job_dir = ctx.jobs_dir / "jobs" / name  # the engine's <workdir>/jobs/<name>
+    record.job_dir = str(job_dir) if job_dir.is_dir() else None
+    if ctx.interrupted.is_set():
+        study.tell(trial, state=TrialState.FAIL)
+        return record
+    trial.set_user_attr(RECORD_ATTR, record.to_dict())
     study.tell(trial, **_tell_args(record))
     return record
 
 
-def _fill_from_result(record: TrialRecord, result: Any, watch: _ObjectiveWatch, metric: str):
+def _fill_from_document(record: TrialRecord, doc: Mapping, watch: _ObjectiveWatch, metric: str):
+    """Record what the trial's DescribeTrainingJob document says."""
     record.intermediate = list(watch.values)
-    record.seconds = float(result.seconds)
-    record.model_artifacts = result.model_artifacts
-    record.log_path = str(result.log_path) if result.log_path else None
-    record.status = result.status
-    record.failure_reason = result.failure_reason
-    record.early_stopped = watch.pruned and result.status == "Stopped"
-    final = result.final_metrics.get(metric)
+    record.model_artifacts = (doc.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
+    record.status = doc.get("TrainingJobStatus", "Failed")
+    record.failure_reason = doc.get("FailureReason")
+    record.early_stopped = watch.pruned and record.status == "Stopped"
+    finals = {m["MetricName"]: m["Value"] for m in doc.get("FinalMetricDataList") or []}
+    final = finals.get(metric)
     if final is None and watch.values:
         final = watch.values[-1]
     record.objective = float(final) if final is not None and math.isfinite(final) else None

@@ -1,15 +1,17 @@
-"""``run_local_tuning``: a spec's ``tuning:`` section run on this machine, SageMaker-style.
+"""``run_local_tuning``: a CreateHyperParameterTuningJob request run on this machine,
+SageMaker-style.
 
 SageMaker local mode cannot run tuning jobs (SDK issues #1960, #4313); this runs the same
-section with optuna: up to ``max_parallel_jobs`` trials at once, each a full local training
-job in its own thread, until ``max_jobs`` trials were launched or a completion criterion is met.
+request with optuna: up to MaxParallelTrainingJobs trials at once, each trial's
+CreateTrainingJob request (built as AMT builds it) run by the local engine in its own thread,
+until MaxNumberOfTrainingJobs trials were launched or a completion criterion is met.
 """
 
 from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,9 +20,14 @@ from typing import Any
 
 import optuna
 
-from sm_toolkit.errors import ConfigError
-from sm_toolkit.local.tuning import report, search, store
+from sm_toolkit.local.tuning import report, search, store, study_store
 from sm_toolkit.local.tuning.completion import CompletionTracker
+from sm_toolkit.local.tuning.request import (
+    TuningConfig,
+    decode_value,
+    is_user_hyperparameter,
+    read_tuning_request,
+)
 from sm_toolkit.local.tuning.trials import TrialContext, TrialRecord, run_trial, trial_name
 from sm_toolkit.local.tuning.warm_start import warm_start
 
@@ -49,11 +56,11 @@ class TuningResult:
         return sum(t.epochs for t in self.trials)
 
 
-def _default_run_job(*args: Any, **kwargs: Any) -> Any:
-    # Imported late: the runner pulls in the container machinery, which unit tests avoid.
-    from sm_toolkit.local.process import run_job
+def _default_run_job(request: dict, **kwargs: Any) -> dict:
+    # Imported late: the engine pulls in the backends, which the tuner's own tests avoid.
+    from sm_toolkit.local.engine import run_training_job
 
-    return run_job(*args, **kwargs)
+    return run_training_job(request, **kwargs)
 
 
 def _default_client() -> Any:
@@ -63,67 +70,83 @@ def _default_client() -> Any:
 
 
 def run_local_tuning(
-    spec: Any,
+    request: Mapping[str, Any],
     *,
     workdir: Path,
-    run_job: Callable[..., Any] = _default_run_job,
+    run_job: Callable[..., dict] = _default_run_job,
     sagemaker_client_factory: Callable[[], Any] = _default_client,
     log: Log = print,
+    resume: bool = False,
 ) -> TuningResult:
-    """Run ``spec.tuning`` locally and write results.json, the leaderboard and plots.
+    """Run a CreateHyperParameterTuningJob request locally; write results.json, the
+    leaderboard and plots.
 
     Args:
-        spec: a loaded JobSpec with a ``tuning`` section.
-        workdir: root for outputs; this job's live in ``<workdir>/tuning/<job_name>/``
-            (trials' training jobs under ``jobs/``), where later jobs find it as a parent.
-        run_job: runs one training job (``sm_toolkit.local.process.run_job`` signature).
+        request: the CreateHyperParameterTuningJob request (as botocore takes it), with code
+            and channels the engine can reach (``sm_toolkit.aws.local_request`` makes a
+            rendered spec's local).
+        workdir: root for outputs; this job's live in ``<workdir>/tuning/<job name>/``
+            (trials' training jobs under it), where later jobs find it as a parent.
+        run_job: runs one CreateTrainingJob request and returns its DescribeTrainingJob
+            document (``sm_toolkit.local.engine.run_training_job``'s signature: the request,
+            then ``workdir``, ``on_line`` and ``stop_event`` keywords).
         sagemaker_client_factory: makes the boto3 SageMaker client used only for warm-start
             parents that are not in the local store.
         log: receives one progress line per trial start and finish, and the leaderboard.
+        resume: continue the job's study (``study.db`` in its folder) left by a run that was
+            killed: finished trials are kept, only the remaining ones run.
     """
-    tuning = spec.tuning
-    if tuning is None:
-        raise ConfigError("tuning", None, "the spec needs a tuning: section to tune")
+    tuning = read_tuning_request(request)
     out_dir = store.tuning_dir(Path(workdir), tuning.job_name)
     space = search.build_space(tuning.ranges)
-    static = {k: v for k, v in spec.hyperparameters.items() if k not in tuning.ranges}
-    overrides: dict[str, Any] = {}
-    if tuning.strategy == "Hyperband":
-        _, max_resource, epochs_key = search.hyperband_resources(tuning, spec.hyperparameters)
-        overrides[epochs_key] = max_resource  # each trial may run to MaxResource epochs
+    static = user_static_hyperparameters(tuning)
     ctx = TrialContext(
-        spec=spec,
+        request=request,
         run_job=run_job,
-        jobs_dir=out_dir,  # run_job puts each trial under <jobs_dir>/jobs/<trial name>
+        jobs_dir=out_dir,
         objective_metric=tuning.objective.metric,
-        parser_factory=_parser_factory(spec, tuning.objective.metric),
-        static_overrides=overrides,
-        prune=tuning.strategy == "Hyperband" or tuning.early_stopping == "Auto",
+        objective_regex=tuning.objective.regex,
+        prune=tuning.hyperband is not None or tuning.early_stopping == "Auto",
     )
     with _quiet_optuna():
-        study = search.make_study(tuning, spec.hyperparameters)
-        n_parent = 0
-        if tuning.warm_start is not None:
+        opened = study_store.open_study(tuning, request, out_dir, resume=resume)
+        if opened.resumed:
+            log(
+                f"[tune] {tuning.job_name}: resuming, {len(opened.records)} trials finished"
+                + (f", {opened.interrupted} interrupted (run again)" if opened.interrupted else "")
+            )
+        elif tuning.warm_start is not None:
             summary = warm_start(
-                study,
+                opened.study,
                 space,
                 tuning,
-                {**static, **overrides},
+                static,
                 workdir=Path(workdir),
                 client_factory=sagemaker_client_factory,
                 log=log,
             )
-            n_parent = summary.added
-        records, tracker, stop_reason = _run_trials(ctx, study, space, tuning, log)
+            study_store.note_parent_trials(opened.study, summary.added)
+            opened.parent_trials = summary.added
+        records, tracker, stop_reason = _run_trials(ctx, opened, space, tuning, log)
+    n_parent = opened.parent_trials
     document = store.tuning_document(
         tuning=tuning,
-        static_hyperparameters={**static, **overrides},
+        static_hyperparameters=static,
         records=records,
         best=tracker.best,
         status="Stopped" if stop_reason == "MaxRuntimeExceeded" else "Completed",
         stop_reason=stop_reason,
     )
     return _write_outputs(document, records, tracker.best, out_dir, space, tuning, log, n_parent)
+
+
+def user_static_hyperparameters(tuning: TuningConfig) -> dict[str, Any]:
+    """The user's static hyperparameters, decoded (SageMaker's own sagemaker_* left out)."""
+    return {
+        k: decode_value(v)
+        for k, v in tuning.static_hyperparameters.items()
+        if is_user_hyperparameter(k)
+    }
 
 
 def _write_outputs(document, records, best, out_dir, space, tuning, log: Log, n_parent: int):
@@ -167,20 +190,8 @@ def _write_outputs(document, records, best, out_dir, space, tuning, log: Log, n_
     )
 
 
-def _is_log(rng: Any) -> bool:
+def _is_log(rng) -> bool:
     return rng.type != "categorical" and search.resolve_scaling(rng) == "Logarithmic"
-
-
-def _parser_factory(spec: Any, metric: str) -> Callable[[], Any]:
-    definitions = [m for m in spec.metrics if m.name == metric]
-    if not definitions:
-        names = ", ".join(m.name for m in spec.metrics) or "none"
-        raise ConfigError(
-            "tuning.objective.metric", metric, f"it must be one of the job's metrics ({names})"
-        )
-    from sm_toolkit.local.metrics import MetricParser
-
-    return lambda: MetricParser(definitions)
 
 
 @contextmanager
@@ -196,52 +207,61 @@ def _quiet_optuna() -> Iterator[None]:
         optuna.logging.set_verbosity(level)
 
 
-def _run_trials(ctx, study, space, tuning, log: Log):
-    max_jobs = search.effective_max_jobs(tuning)
+def _run_trials(ctx, opened: study_store.OpenedStudy, space, tuning, log: Log):
+    max_jobs = tuning.max_jobs if tuning.max_jobs is not None else float("inf")
     tracker = CompletionTracker(tuning)
-    records: list[TrialRecord] = []
+    records: list[TrialRecord] = list(opened.records)
+    for record in records:  # a resumed job's finished trials, replayed in launch order
+        tracker.update(record)
     running: dict[Future, threading.Event] = {}
-    launched, stop_reason = 0, "MaxNumberOfTrainingJobsReached"
-    with ThreadPoolExecutor(max_workers=tuning.max_parallel_jobs) as pool:
-        try:
-            while True:
-                while (
-                    tracker.reason is None
-                    and launched < max_jobs
-                    and (len(running) < tuning.max_parallel_jobs)
-                ):
-                    launched += 1
-                    future, stop = _launch(pool, ctx, study, space, launched, tuning.job_name, log)
-                    running[future] = stop
-                if not running:
-                    break
-                done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
-                for future in done:
-                    running.pop(future)
-                    record = future.result()
-                    records.append(record)
-                    was_best = tracker.best
-                    tracker.update(record)
-                    log(_finish_line(record, tuning, is_best=tracker.best is not was_best))
-                if tracker.runtime_exceeded() and tracker.reason is None:
-                    tracker.reason = "MaxRuntimeExceeded"
-                    for stop in running.values():
-                        stop.set()
-        except KeyboardInterrupt:
-            for stop in running.values():
-                stop.set()
-            raise
-    stop_reason = tracker.reason or stop_reason
+    launched, index = len(records), opened.next_index
+    try:
+        with ThreadPoolExecutor(max_workers=tuning.max_parallel_jobs) as pool:
+            try:
+                while True:
+                    while (
+                        tracker.reason is None
+                        and launched < max_jobs
+                        and (len(running) < tuning.max_parallel_jobs)
+                    ):
+                        future, stop = _launch(pool, ctx, opened.study, space, index, tuning, log)
+                        running[future] = stop
+                        launched, index = launched + 1, index + 1
+                    if not running:
+                        break
+                    done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        running.pop(future)
+                        records.append(future.result())
+                        was_best = tracker.best
+                        tracker.update(records[-1])
+                        log(_finish_line(records[-1], tuning, is_best=tracker.best is not was_best))
+                    if tracker.runtime_exceeded() and tracker.reason is None:
+                        tracker.reason = "MaxRuntimeExceeded"
+                        for stop in running.values():
+                            stop.set()
+            except KeyboardInterrupt:
+                ctx.interrupted.set()  # stop every running trial; leaving the pool waits
+                for stop in running.values():
+                    stop.set()
+                raise
+    except KeyboardInterrupt:
+        # Ctrl-C may land between asking optuna for a trial and starting it: no trial of
+        # this run stays RUNNING in the study.
+        study_store.fail_running(opened.study)
+        raise
+    stop_reason = tracker.reason or "MaxNumberOfTrainingJobsReached"
     return sorted(records, key=lambda r: r.index), tracker, stop_reason
 
 
-def _launch(pool, ctx, study, space, index: int, job_name: str, log: Log):
+def _launch(pool, ctx, study, space, index: int, tuning, log: Log):
     trial = study.ask(dict(space.distributions))
-    hyperparameters = space.decode(trial.params)
-    name = trial_name(job_name, index)
+    tuned_values = space.decode(trial.params)
+    name = trial_name(tuning.job_name, index)
     trial.set_user_attr("training_job_name", name)
+    trial.set_user_attr("trial_index", index)
     stop = threading.Event()
-    shown = " ".join(f"{k}={report._cell(v)}" for k, v in hyperparameters.items())
+    shown = " ".join(f"{k}={report._cell(decode_value(v))}" for k, v in tuned_values.items())
     log(f"[tune] {name} started   {shown}")
     future = pool.submit(
         run_trial,
@@ -250,7 +270,7 @@ def _launch(pool, ctx, study, space, index: int, job_name: str, log: Log):
         trial,
         index=index,
         name=name,
-        hyperparameters=hyperparameters,
+        tuned_values=tuned_values,
         stop=stop,
     )
     return future, stop

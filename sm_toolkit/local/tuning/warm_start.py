@@ -21,7 +21,6 @@ requires). How a parent trial enters the new study:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,10 +30,11 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sm_toolkit.errors import ConfigError
+from sm_toolkit.local.tuning.request import decode_value, is_user_hyperparameter
 from sm_toolkit.local.tuning.search import SearchSpace
 from sm_toolkit.local.tuning.store import read_results, results_path
 
-_FIELD = "tuning.warm_start.parents"
+_FIELD = "WarmStartConfig.ParentHyperParameterTuningJobs"
 
 
 @dataclass(frozen=True)
@@ -83,19 +83,6 @@ def load_local_parent(path: Path) -> ParentJob:
     )
 
 
-def _user_hyperparameter(name: str) -> bool:
-    # SageMaker adds its own (sagemaker_program, sagemaker_region, _tuning_objective_metric...).
-    return not (name.startswith("sagemaker_") or name.startswith("_"))
-
-
-def _decode_static(value: str) -> Any:
-    # Framework estimators JSON-encode every hyperparameter value ("\"sgd\"", "10").
-    try:
-        return json.loads(value)
-    except (TypeError, ValueError):
-        return value
-
-
 def load_sagemaker_parent(name: str, client: Any) -> ParentJob:
     """A parent tuning job that ran on SageMaker, read through a boto3 SageMaker client."""
     desc = client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
@@ -110,9 +97,9 @@ def load_sagemaker_parent(name: str, client: Any) -> ParentJob:
         desc.get("TrainingJobDefinition") or (desc.get("TrainingJobDefinitions") or [{}])[0]
     )
     static = {
-        k: _decode_static(v)
+        k: decode_value(v)
         for k, v in definition.get("StaticHyperParameters", {}).items()
-        if _user_hyperparameter(k)
+        if is_user_hyperparameter(k)
     }
     objective = config["HyperParameterTuningJobObjective"]
     return ParentJob(
@@ -176,7 +163,7 @@ def check_compatible(parent: ParentJob, tuning: Any, static_now: Mapping[str, An
             f"{parent.objective_metric!r}, this job {objective.type} {objective.metric!r}",
         )
     names_then = parent.tuned_names | set(parent.static_hyperparameters)
-    names_now = set(tuning.ranges) | {k for k in static_now if _user_hyperparameter(k)}
+    names_now = set(tuning.ranges) | {k for k in static_now if is_user_hyperparameter(k)}
     if tuning.warm_start.type == "IdenticalDataAndAlgorithm" and names_then != names_now:
         raise ConfigError(
             _FIELD,
