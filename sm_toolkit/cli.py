@@ -107,27 +107,38 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--job-name")
     _sdk_option(t)
     t.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
-    t.add_argument("--resume", action="store_true",
-                   help="continue a local tuning job that was killed: only the remaining "
-                   "trials run (its study is <workdir>/tuning/<job>/study.db)")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a local tuning job that was killed: only the remaining "
+        "trials run (its study is <workdir>/tuning/<job>/study.db)",
+    )
 
     sub.add_parser("demo", help="train the CNN locally against an embedded S3 (no AWS)")
 
-    se = sub.add_parser("serve", help="a local SageMaker endpoint on 127.0.0.1: clients with "
-                        "AWS_ENDPOINT_URL set run their training and tuning jobs here")
+    se = sub.add_parser(
+        "serve",
+        help="a local SageMaker endpoint on 127.0.0.1: clients with "
+        "AWS_ENDPOINT_URL set run their training and tuning jobs here",
+    )
     se.add_argument("--port", type=int, default=8777, help="0 picks a free port")
     se.add_argument("--backend", choices=["process", "docker"], default="process")
     se.add_argument("--image", help="docker backend: run this image instead of TrainingImage")
     se.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
-    se.add_argument("--s3", choices=["embedded", "aws"], default="embedded",
-                    help="embedded: S3 in this process (no AWS account); aws: your own AWS "
-                    "settings (clients set AWS_ENDPOINT_URL_SAGEMAKER only)")
+    se.add_argument(
+        "--s3",
+        choices=["embedded", "aws"],
+        default="embedded",
+        help="embedded: S3 in this process (no AWS account); aws: your own AWS "
+        "settings (clients set AWS_ENDPOINT_URL_SAGEMAKER only)",
+    )
     return p
 
 
 def _sdk_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sdk", choices=["v2", "v3"],
-                   help="SageMaker SDK generation (default: the one installed)")
+    p.add_argument(
+        "--sdk", choices=["v2", "v3"], help="SageMaker SDK generation (default: the one installed)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,12 +245,16 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         from sm_toolkit.endpoint.server import ServeOptions, serve
     except ImportError as exc:  # moto[server] is an extra
-        raise LocalRunError(f"sm-toolkit serve needs moto[server] ({exc}); "
-                            "pip install 'sm-toolkit[serve]'") from None
+        raise LocalRunError(
+            f"sm-toolkit serve needs moto[server] ({exc}); pip install 'sm-toolkit[serve]'"
+        ) from None
     if not 0 <= args.port <= 65535:
         raise ConfigError("--port", args.port, "a TCP port, 0-65535 (0 picks a free one)")
-    return serve(ServeOptions(port=args.port, backend=args.backend, workdir=args.workdir,
-                              s3=args.s3, image=args.image))
+    return serve(
+        ServeOptions(
+            port=args.port, backend=args.backend, workdir=args.workdir, s3=args.s3, image=args.image
+        )
+    )
 
 
 def _validate(spec, path: str, sdk: str | None) -> int:
@@ -349,7 +364,9 @@ def _spec_request(spec, args: argparse.Namespace) -> dict:
     """The spec's CreateTrainingJob request, as the SDK builds it, made local."""
     from sm_toolkit.aws.local_request import local_training_request
 
-    request = local_training_request(spec, args.job_name or unique_name(spec.name))
+    request = local_training_request(
+        spec, args.job_name or unique_name(spec.name), sdk=getattr(args, "sdk", None)
+    )
     args.set = []  # already in the spec: the SDK encoded them with the rest
     return request
 
@@ -422,14 +439,12 @@ def _tune(spec, args: argparse.Namespace) -> int:
         if args.resume:
             raise ConfigError("--resume", True, "only with --local (a local tuning job)")
         return _launch(spec, args.job_name, wait=False, sdk=args.sdk)
-    from sm_toolkit.aws.local_request import localize_request
-    from sm_toolkit.aws.render import render
+    from sm_toolkit.aws.local_request import localize_request, render_for_local
     from sm_toolkit.local.tuning import run_local_tuning
 
     # The local side runs the request, never the spec: render it as a launch would, then
     # point code and local channels at this machine as SageMaker local mode does.
-    rendered = render(spec, job_name=args.job_name, sdk=args.sdk)
-    request = localize_request(rendered.request, spec)
+    request = localize_request(render_for_local(spec, args.job_name, args.sdk), spec)
     result = run_local_tuning(request, workdir=args.workdir, resume=args.resume)
     if result.best is None:
         print(f"sm-toolkit: tuning job {result.job_name}: no trial completed", file=sys.stderr)

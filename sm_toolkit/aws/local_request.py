@@ -33,12 +33,26 @@ def localize_request(request: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
 
 
 def local_training_request(
-    spec: JobSpec, job_name: str, overrides: dict[str, Any] | None = None
+    spec: JobSpec, job_name: str, overrides: dict[str, Any] | None = None, *, sdk: str | None = None
 ) -> dict[str, Any]:
     """The spec's CreateTrainingJob request as the SDK builds it (with hyperparameter
     ``overrides``, encoded by the SDK like the rest), made local."""
-    from sm_toolkit.aws.render import render  # the SDK is heavy: only when a spec is rendered
-
     hps = {**spec.hyperparameters, **(overrides or {})}
     single = spec.model_copy(update={"tuning": None, "hyperparameters": hps})
-    return localize_request(render(single, job_name=job_name).request, single)
+    return localize_request(render_for_local(single, job_name, sdk), single)
+
+
+def render_for_local(spec: JobSpec, job_name: str | None, sdk: str | None) -> dict[str, Any]:
+    """The request of a local run. Under SDK v3 the code and its ``sm_drivers`` channel are
+    made by the SDK itself, so they are uploaded for real (your AWS settings; a moto on
+    127.0.0.1 under AWS_ENDPOINT_URL stays local); under v2 nothing needs uploading."""
+    from sm_toolkit.aws import generation
+    from sm_toolkit.aws.render import render  # the SDK is heavy: only when a spec is rendered
+
+    sdk = generation.resolve(sdk)
+    session = None
+    if sdk == "v3":
+        import boto3
+
+        session = boto3.Session(region_name=spec.region)
+    return render(spec, job_name=job_name, boto_session=session, sdk=sdk).request
