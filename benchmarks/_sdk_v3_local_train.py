@@ -11,6 +11,7 @@ from sagemaker.train.model_trainer import Mode, ModelTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
 image, workdir = sys.argv[1], Path(sys.argv[2])
+workdir.mkdir(parents=True, exist_ok=True)
 os.environ.setdefault("SAGEMAKER_VALIDATE_ROLE", "false")
 trainer = ModelTrainer(
     training_image=image,

@@ -12,6 +12,19 @@ from sm_toolkit.aws.local_request import local_training_request
 from sm_toolkit.local.engine import JobEvents, TrainingJob
 
 
+def assert_valid_describe(doc: dict[str, Any]) -> None:
+    """The document conforms to botocore's DescribeTrainingJob output shape."""
+    import botocore.session
+    from botocore.validate import ParamValidator
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    shape = model.operation_model("DescribeTrainingJob").output_shape
+    report = ParamValidator().validate(doc, shape)
+    assert not report.has_errors(), report.generate_report()
+    statuses = model.shape_for("SecondaryStatus").enum
+    assert all(t["Status"] in statuses for t in doc["SecondaryStatusTransitions"])
+
+
 @dataclass
 class Ran:
     doc: dict[str, Any]

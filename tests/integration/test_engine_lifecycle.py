@@ -13,10 +13,9 @@ import tarfile
 import time
 from pathlib import Path
 
-import botocore.session
 import psutil
 import pytest
-from botocore.validate import ParamValidator
+from local_helpers import assert_valid_describe
 
 from sm_toolkit.local.engine import TrainingJob, run_training_job
 
@@ -56,16 +55,6 @@ def request(name: str, bucket: str, code: str, mode: str = "sleep", **extra) -> 
     for key, value in extra.items():
         req[key] = {**req[key], **value} if isinstance(value, dict) and key in req else value
     return req
-
-
-def assert_valid_describe(doc: dict) -> None:
-    """The document conforms to botocore's DescribeTrainingJob output shape."""
-    model = botocore.session.get_session().get_service_model("sagemaker")
-    shape = model.operation_model("DescribeTrainingJob").output_shape
-    report = ParamValidator().validate(doc, shape)
-    assert not report.has_errors(), report.generate_report()
-    statuses = model.shape_for("SecondaryStatus").enum
-    assert all(t["Status"] in statuses for t in doc["SecondaryStatusTransitions"])
 
 
 @pytest.fixture

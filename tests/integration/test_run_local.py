@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from local_helpers import assert_valid_describe
 from local_helpers import run_spec as run_job
 
 from sm_toolkit.errors import ConfigError
@@ -187,6 +188,9 @@ def test_spot_interruption_restarts_and_resumes_from_checkpoints(s3, bucket, tmp
     )
     assert result.status == "Completed", result.failure_reason
     assert result.interruptions == 1
+    assert_valid_describe(result.doc)
+    statuses = [t["Status"] for t in result.doc["SecondaryStatusTransitions"]]
+    assert statuses[statuses.index("Interrupted") + 1] == "Restarting"
     assert any("spot interruption" in line for line in lines)
     epochs = [int(e) for e in result.metric_series["epoch"]]
     assert epochs == list(range(1, 13)), "every epoch exactly once: the restart resumed"
