@@ -72,6 +72,7 @@ def request(name: str, keep_alive: int) -> dict:
 
 
 def sm_toolkit_run(work: Path, backend: str, keep_alive: int) -> float:
+    work.mkdir(parents=True, exist_ok=True)
     path = work / f"req-{uuid.uuid4().hex[:8]}.json"
     path.write_text(json.dumps(request(f"start-{uuid.uuid4().hex[:10]}", keep_alive)))
     cli = [
