@@ -141,7 +141,8 @@ def test_cli_launch_as_typed_reports_the_v3_job_name():
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
     assert done.returncode == 0, done.stderr
     assert re.fullmatch(r"training job cnn-digits-local-\d{14}: Completed", done.stdout.strip())
-    assert done.stderr.strip() == ""  # no SDK chatter, no notes for this spec
+    # no SDK chatter, no notes for this spec: only the line naming the region it used
+    assert done.stderr.strip() == "sm-toolkit: launching cnn-digits-local in region us-east-1"
 
 
 def test_launch_wait_returns_once_moto_reports_completed():

@@ -113,9 +113,9 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 def test_cli_render_defaults_to_the_installed_v3():
     done = _cli("render", str(ROOT / "examples" / "cnn-local.yaml"))
     assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout)
-    assert out["Operation"] == "CreateTrainingJob"
-    assert out["Request"]["AlgorithmSpecification"]["ContainerEntrypoint"] == ["/bin/bash"]
+    request = json.loads(done.stdout)  # the bare request: what --cli-input-json takes
+    assert re.fullmatch(r"cnn-digits-local-\d{14}", request["TrainingJobName"])  # v3 names it
+    assert request["AlgorithmSpecification"]["ContainerEntrypoint"] == ["/bin/bash"]
 
 
 @pytest.mark.parametrize("command", ["validate", "render"])
