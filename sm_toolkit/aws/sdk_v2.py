@@ -26,13 +26,11 @@ from sagemaker.tuner import (
     WarmStartTypes,
 )
 
+from sm_toolkit import contract
 from sm_toolkit.aws import mapping
 from sm_toolkit.spec import JobSpec
 
-TELEMETRY_OPT_OUT = {
-    "SchemaVersion": "1.0",
-    "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}},
-}
+TELEMETRY_OPT_OUT = contract.SDK_TELEMETRY_OPT_OUT
 _PARAMETERS = {
     "CategoricalParameter": CategoricalParameter,
     "ContinuousParameter": ContinuousParameter,

@@ -51,13 +51,11 @@ from sagemaker.train.configs import (
 from sagemaker.train.distributed import MPI, DistributedConfig, Torchrun
 from sagemaker.train.tuner import HyperparameterTuner
 
+from sm_toolkit import contract
 from sm_toolkit.aws import mapping
 from sm_toolkit.spec import JobSpec
 
-TELEMETRY_OPT_OUT = {
-    "SchemaVersion": "1.0",
-    "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}},
-}
+TELEMETRY_OPT_OUT = contract.SDK_TELEMETRY_OPT_OUT
 CREATE_OPERATIONS = ("CreateTrainingJob", "CreateHyperParameterTuningJob")
 _PARAMETERS = {
     "CategoricalParameter": CategoricalParameter,

@@ -31,14 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sm_toolkit import contract
 from sm_toolkit.errors import LocalRunError
 
 LOCAL_NETWORK = "sagemaker-local"  # the network name in the SDK's compose file
 FAILURE_REASON_LIMIT = 1024  # SageMaker keeps this much of /opt/ml/output/failure
-OFFLINE_SDK_CONFIG = {
-    "SchemaVersion": "1.0",
-    "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}},
-}
+OFFLINE_SDK_CONFIG = contract.SDK_TELEMETRY_OPT_OUT
 
 
 @dataclass(frozen=True)
