@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -73,22 +72,12 @@ def cnn_spec(strategy: str, *, seed: int, trials: int, epochs: int) -> Any:
 
 
 def start_moto() -> Any:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    os.environ.update(
-        {
-            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-            "AWS_ACCESS_KEY_ID": "bench",
-            "AWS_SECRET_ACCESS_KEY": "bench",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_EC2_METADATA_DISABLED": "true",
-        }
-    )
+    """The embedded moto on 127.0.0.1 (sm_toolkit.local.embedded_aws), with the bucket."""
     import boto3
 
+    from sm_toolkit.local.embedded_aws import start_moto as start
+
+    server, _ = start()
     boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="sm-toolkit-bench")
     return server
 
