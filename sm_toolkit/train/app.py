@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -199,7 +200,25 @@ def main(
         env = holder.get("env") or read_env(environ, local_dir=Path("runs") / Path(name).stem)
         return env.failure_file
 
-    code = run_main(lambda: _job(name, parser, build, argv, environ, holder), failure_file)
-    if code == 0 and distributed.detect(environ).is_main:
-        print(f"[job] {name} finished in {time.perf_counter() - t0:.1f}s", flush=True)
+    info = distributed.detect(environ)
+
+    def job() -> None:
+        _job(name, parser, build, argv, environ, holder)
+        if info.enabled:
+            # A worker whose job is done leaves now: freeing the process group's objects
+            # (device meshes, gloo pairs) after destroy_process_group can block for ever on
+            # a peer that has already exited (seen as a rare hang of rank 1 under load).
+            _done(name, t0, info.is_main)
+            os._exit(0)
+
+    code = run_main(job, failure_file)
+    if code == 0:
+        _done(name, t0, info.is_main)
     return code
+
+
+def _done(name: str, t0: float, is_main: bool) -> None:
+    if is_main:
+        print(f"[job] {name} finished in {time.perf_counter() - t0:.1f}s", flush=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
