@@ -134,17 +134,18 @@ def test_stopping_a_tuning_job_stops_its_trials(sm):
     request = tuning_request("ep-tune-stop", "tune-bucket", jobs=4, parallel=2)
     request["TrainingJobDefinition"]["StaticHyperParameters"]["mode"] = '"sleep"'
     sm.create_hyper_parameter_tuning_job(**request)
-    wait_for(
-        lambda: (
-            len(
-                sm.list_training_jobs_for_hyper_parameter_tuning_job(
-                    HyperParameterTuningJobName="ep-tune-stop"
-                )["TrainingJobSummaries"]
-            )
-            == 2
-        ),
-        timeout=120,
-    )
+
+    def both_training() -> bool:  # both trials running their scripts, not just created
+        trials = sm.list_training_jobs_for_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName="ep-tune-stop"
+        )["TrainingJobSummaries"]
+        return len(trials) == 2 and all(
+            sm.describe_training_job(TrainingJobName=t["TrainingJobName"])["SecondaryStatus"]
+            == "Training"
+            for t in trials
+        )
+
+    wait_for(both_training, timeout=120)
     sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName="ep-tune-stop")
     doc = wait_for(
         lambda: (
