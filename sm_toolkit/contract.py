@@ -84,6 +84,17 @@ SDK_TELEMETRY_OPT_OUT = {
 }
 
 
+def with_telemetry_opt_out(config: dict | None, opt_out: bool) -> dict | None:
+    """A user's SageMaker SDK config (either generation), with telemetry opted out when asked."""
+    config = dict(config or {})
+    if not opt_out:
+        return config or None
+    config.setdefault("SchemaVersion", "1.0")
+    modules = config.setdefault("SageMaker", {}).setdefault("PythonSDK", {})
+    modules.setdefault("Modules", {})["TelemetryOptOut"] = True
+    return config
+
+
 def host_names(count: int) -> list[str]:
     """SageMaker's names for the instances of a job: algo-1 ... algo-N."""
     return [f"algo-{i + 1}" for i in range(count)]

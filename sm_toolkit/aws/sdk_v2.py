@@ -100,13 +100,7 @@ def user_sdk_config(opt_out_telemetry: bool) -> dict[str, Any] | None:
     from sagemaker.config import load_sagemaker_config
 
     _install_fast_config_validation()
-    config = load_sagemaker_config() or {}
-    if not opt_out_telemetry:
-        return config or None
-    config.setdefault("SchemaVersion", "1.0")
-    modules = config.setdefault("SageMaker", {}).setdefault("PythonSDK", {})
-    modules.setdefault("Modules", {})["TelemetryOptOut"] = True
-    return config
+    return contract.with_telemetry_opt_out(load_sagemaker_config(), opt_out_telemetry)
 
 
 def build_estimator(spec: JobSpec, session: Session) -> PyTorch:

@@ -77,13 +77,7 @@ def make_session(
 
 def user_sdk_config(opt_out_telemetry: bool) -> dict[str, Any] | None:
     """The user's own SDK config files, with telemetry opted out when asked."""
-    config = load_sagemaker_config() or {}
-    if not opt_out_telemetry:
-        return config or None
-    config.setdefault("SchemaVersion", "1.0")
-    modules = config.setdefault("SageMaker", {}).setdefault("PythonSDK", {})
-    modules.setdefault("Modules", {})["TelemetryOptOut"] = True
-    return config
+    return contract.with_telemetry_opt_out(load_sagemaker_config(), opt_out_telemetry)
 
 
 def distributed(spec: JobSpec) -> DistributedConfig | None:
