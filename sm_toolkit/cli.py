@@ -385,10 +385,11 @@ def _run_local(request: dict, args: argparse.Namespace) -> int:
 
     from sm_toolkit.local.engine import run_training_job
     from sm_toolkit.local.record import to_json
-    from sm_toolkit.spec.overrides import check_job_name
 
     request = dict(request)
     if args.job_name:
+        from sm_toolkit.spec.overrides import check_job_name  # the spec models: only when named
+
         check_job_name(args.job_name, tuning=False)
         request["TrainingJobName"] = args.job_name
     if args.set:

@@ -74,9 +74,10 @@ class TrainingJob:
         events: JobEvents | None = None,
         interrupt_after: float | None = None,
         stop_grace: float = contract.STOP_GRACE_SECONDS,
+        workers=None,
     ) -> None:
         self.plan = plan_from_request(request, region=_region())
-        self.backend = get_backend(backend, image=image)
+        self.backend = get_backend(backend, image=image, workers=workers)
         self.backend.check(self.plan)
         self.name = self.plan.name
         self.workdir = Path(workdir).resolve()
@@ -379,11 +380,14 @@ def run_training_job(
     on_line: Callable[[str], None] | None = None,
     stop_event: threading.Event | None = None,
     interrupt_after: float | None = None,
+    workers=None,
 ) -> dict[str, Any]:
     """Run one CreateTrainingJob request to the end; return its DescribeTrainingJob document.
 
     A failing script is a Failed document, not an exception; a request the engine cannot run
-    raises ConfigError (one line naming the field)."""
+    raises ConfigError (one line naming the field). ``workers``: a
+    ``backends.worker.WorkerStock`` whose started interpreters the process backend uses
+    (a tuning job's trials)."""
     multi = [False]
 
     def line(host: str, text: str) -> None:
@@ -397,6 +401,7 @@ def run_training_job(
         image=image,
         events=JobEvents(on_line=line),
         interrupt_after=interrupt_after,
+        workers=workers,
     )
     multi[0] = job.plan.instance_count > 1
     job.start()

@@ -8,9 +8,12 @@ resolved under its target folder: a key that would land outside it (``../``) is 
 
 from __future__ import annotations
 
+import os
 import shutil
+import threading
 from functools import cached_property
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from sm_toolkit.errors import ToolkitError
 
@@ -34,17 +37,34 @@ def safe_join(target: Path, relative: str, *, what: str) -> Path:
     return target.joinpath(*parts)
 
 
+_clients: dict[tuple, Any] = {}
+_clients_lock = threading.Lock()
+
+
+def s3_client(region: str):
+    """One S3 client per region and AWS settings for this process. Making one costs about
+    0.1-0.3 s (botocore loads its models and endpoint rules), which a tuning job would pay
+    per trial; clients are thread-safe. A change of any AWS_* variable gets a new one."""
+    import boto3
+    from botocore.config import Config
+
+    settings = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
+    key = (region, settings)
+    with _clients_lock:
+        if key not in _clients:
+            config = Config(retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS})
+            session = boto3.session.Session()
+            _clients[key] = session.client("s3", region_name=region, config=config)
+        return _clients[key]
+
+
 class S3:
     def __init__(self, region: str) -> None:
         self.region = region
 
     @cached_property
     def client(self):
-        import boto3
-        from botocore.config import Config
-
-        config = Config(retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS})
-        return boto3.session.Session().client("s3", region_name=self.region, config=config)
+        return s3_client(self.region)
 
     def list(self, uri: str) -> list[dict]:
         bucket, prefix = split_uri(uri)

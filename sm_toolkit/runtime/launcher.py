@@ -9,6 +9,12 @@ the processes ``train`` started (the script, torchrun or mpirun) and *not* to ``
 keeps draining their output and then reports success or failure as usual. A second signal
 goes to the whole process group.
 
+``train`` also reads the script's output until every holder of that pipe has closed it, so
+a daemon the script left behind (one that left its process group) would hold the job open
+for ever. Every process the launcher starts carries a token in its environment; once
+``train`` has had no child for a while, the script is done, and what still carries the
+token is ended (the local engine's process backend does the same on the laptop).
+
 ARGS:
   ``train [...]``   the SageMaker contract (``docker run IMAGE train``), through train_entry.py
   ``NAME [...]``    NAME or NAME.py found in the baked-in entrypoints folder: run it with python
@@ -24,12 +30,15 @@ import shutil
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 ENTRYPOINTS_DIR = Path(os.environ.get("SM_TOOLKIT_ENTRYPOINTS", "/opt/sm-toolkit/entrypoints"))
 TRAIN_ENTRY = ("-m", "sm_toolkit.runtime.train_entry")
 DRAIN_SECONDS = 120  # after a stop signal, how long the training processes may take to exit
 FORWARDED = (signal.SIGTERM, signal.SIGINT)
+TOKEN_ENV = "SM_TOOLKIT_LAUNCH_TOKEN"
+DETACHED_GRACE_SECONDS = 2.0  # train without a child this long: the script has ended
 
 
 def log(msg: str) -> None:
@@ -93,7 +102,7 @@ def build_command(argv: list[str]) -> tuple[list[str], bool]:
 
 
 def children_of(pid: int) -> list[int]:
-    """Pids whose parent is ``pid`` (read from /proc, which every Linux container has)."""
+    """Running processes whose parent is ``pid`` (from /proc, which every container has)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -102,8 +111,10 @@ def children_of(pid: int) -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:  # the process exited while we looked
             continue
-        # Field 4 is the parent pid; split after the ")" that closes the command name.
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+        # Fields 3 and 4 are the state and the parent pid; split after the ")" that closes
+        # the command name. A zombie (exited, not yet waited for) is no longer running.
+        state, parent = stat.rsplit(")", 1)[1].split()[:2]
+        if int(parent) == pid and state != "Z":
             found.append(int(entry.name))
     return found
 
@@ -169,14 +180,56 @@ class SignalForwarder:
             pass
 
 
-def wait_for(child: subprocess.Popen) -> int:
-    """Wait for the child; as PID 1 (no tini) also reap every orphan re-parented to us."""
+def carrying(token: str) -> list[int]:
+    """Pids whose environment holds this launch's token (from /proc)."""
+    needle = f"{TOKEN_ENV}={token}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def _reaped(child: subprocess.Popen) -> int | None:
+    """The child's exit code once it has ended; as PID 1 (no tini) reap every orphan too."""
     if os.getpid() != 1:
-        return child.wait()
+        return child.poll()
     while True:
-        pid, status = os.waitpid(-1, 0)
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return child.poll()
+        if pid == 0:
+            return None
         if pid == child.pid:
             return os.waitstatus_to_exitcode(status)
+
+
+def wait_for(child: subprocess.Popen, token: str | None = None) -> int:
+    """Wait for the child. With ``token`` (``train``), end what the script left detached once
+    ``train`` has been without a child for DETACHED_GRACE_SECONDS."""
+    import time
+
+    childless_since = None
+    while True:
+        rc = _reaped(child)
+        if rc is not None:
+            return rc
+        if token is not None:
+            if children_of(child.pid):
+                childless_since = None
+            elif childless_since is None:
+                childless_since = time.monotonic()
+            elif time.monotonic() - childless_since > DETACHED_GRACE_SECONDS:
+                for pid in carrying(token):
+                    if pid != child.pid:
+                        log(f"the script has ended; ending {pid}, which it left running")
+                        SignalForwarder._send(lambda pid=pid: os.kill(pid, signal.SIGKILL))
+        time.sleep(0.2)
 
 
 def drain(group: int, seconds: float = DRAIN_SECONDS) -> None:
@@ -200,16 +253,18 @@ def drain(group: int, seconds: float = DRAIN_SECONDS) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     command, is_train = build_command(sys.argv[1:] if argv is None else argv)
+    token = uuid.uuid4().hex
     try:
         # A session of its own, so a second signal can reach the whole training tree at once.
-        child = subprocess.Popen(command, start_new_session=True)
+        env = {**os.environ, TOKEN_ENV: token}
+        child = subprocess.Popen(command, start_new_session=True, env=env)
     except FileNotFoundError:
         log(f"command not found: {command[0]}")
         return 127
     forwarder = SignalForwarder(child, is_train)
     for sig in FORWARDED:
         signal.signal(sig, forwarder)
-    rc = wait_for(child)
+    rc = wait_for(child, token if is_train else None)
     if forwarder.received:
         drain(child.pid)
     # Shell convention for "killed by signal N", which is also what SageMaker reports.

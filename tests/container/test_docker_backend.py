@@ -249,3 +249,22 @@ def test_cli_runs_the_example_with_the_docker_backend(image, s3, tmp_path):
     out = tmp_path / "jobs" / name / "attempt-0" / "algo-1" / "opt" / "ml" / "output" / "data"
     assert (out / "metrics.json").is_file()
     assert "[metrics]" in proc.stdout  # the log was echoed, as a user sees it
+
+
+def test_a_daemon_left_in_the_container_does_not_hold_the_job_open(image, s3, bucket, tmp_path):
+    """The lifecycle script leaves a double-forked daemon holding its output for 600 s; the
+    image's launcher ends it once `train` has no child left, so the job completes."""
+    import time
+
+    from test_engine_lifecycle import request, upload_code
+
+    from sm_toolkit.local.engine import run_training_job
+
+    req = request("dk-daemon", bucket, upload_code(s3, bucket), "daemon")
+    req["AlgorithmSpecification"]["TrainingImage"] = image
+    began = time.monotonic()
+    doc = run_training_job(req, workdir=tmp_path, backend="docker", image=image)
+    assert doc["TrainingJobStatus"] == "Completed", doc.get("FailureReason")
+    assert time.monotonic() - began < 90  # the daemon would hold the output 600 s
+    log = (tmp_path / "jobs" / "dk-daemon" / "algo-1.log").read_text()
+    assert "which it left running" in log

@@ -145,3 +145,51 @@ def test_installed_torch_distributed_runner_still_needs_the_fix() -> None:
         run = TorchDistributedRunner.run
 
     assert train_entry.fix_swapped_run_arguments(Copy) is True
+
+
+# A stand-in for `train`: runs a script with its output on a pipe and reads that pipe until
+# EOF, as sagemaker-training does. The script leaves a daemon (double fork, new session)
+# that holds the pipe open for 60 s, then exits.
+TRAIN_LIKE = """
+import subprocess, sys
+script = '''
+import os, sys, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        open(sys.argv[1], "w").write(str(os.getpid()))
+        time.sleep(60)
+    os._exit(0)
+print("script done", flush=True)
+'''
+proc = subprocess.Popen([sys.executable, "-c", script, sys.argv[1]], stdout=subprocess.PIPE)
+for line in proc.stdout:
+    pass
+sys.exit(proc.wait())
+"""
+
+
+def test_a_daemon_the_script_left_does_not_hold_train_open(tmp_path: Path) -> None:
+    token = "test-token"
+    pid_file = tmp_path / "daemon.pid"
+    child = subprocess.Popen(
+        [sys.executable, "-c", TRAIN_LIKE, str(pid_file)],
+        env={**os.environ, launcher.TOKEN_ENV: token},
+        start_new_session=True,
+    )
+    began = time.monotonic()
+    try:
+        assert launcher.wait_for(child, token) == 0
+        assert time.monotonic() - began < 15  # the daemon would hold it for 60 s
+        daemon = int(pid_file.read_text())
+        time.sleep(0.2)
+        assert not Path(f"/proc/{daemon}").exists() or "Z" in Path(
+            f"/proc/{daemon}/stat"
+        ).read_text().rsplit(")", 1)[1].split()[0]
+    finally:
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        child.kill()

@@ -68,11 +68,12 @@ def pump(stream, host: Host, on_line: LineSink, log_path: Path) -> threading.Thr
     return thread
 
 
-def get_backend(name: str, *, image: str | None = None) -> Backend:
+def get_backend(name: str, *, image: str | None = None, workers=None) -> Backend:
+    """``workers``: a ``worker.WorkerStock`` of spare interpreters (process backend)."""
     if name == "process":
         from sm_toolkit.local.backends.process import ProcessBackend
 
-        return ProcessBackend()
+        return ProcessBackend(workers)
     if name == "docker":
         from sm_toolkit.local.backends.docker import DockerBackend
 

@@ -5,6 +5,8 @@ A host runs the launch contract of the request: sagemaker-training's ``train`` (
 relocated /opt/ml, or the request's ContainerEntrypoint with its container paths translated.
 Every process a host starts carries a marker in its environment, so the ones that outlive
 the script (an orphan, a daemon that left the session) are found and ended with the host.
+``train`` may run in a worker started ahead of time (``worker.py``): a warm pool's, or a
+tuning job's spare; it runs the same code in the same environment, minus the start-up.
 One host is named ``algo-1`` (the DNS wait is skipped); several are 127.0.0.1 ... 127.0.0.N,
 each a loopback address of this machine, with the rendezvous port chosen per job.
 """
@@ -25,6 +27,7 @@ import psutil
 from sm_toolkit import contract
 from sm_toolkit.errors import ConfigError
 from sm_toolkit.local.backends import LineSink, pump
+from sm_toolkit.local.backends.worker import Worker, WorkerStock, hand_off, start_worker
 from sm_toolkit.local.hosts import Host, container_env, translator, write_opt_ml
 from sm_toolkit.local.plan import JobPlan
 
@@ -36,6 +39,11 @@ TRAIN_COMMAND = (sys.executable, "-m", "sm_toolkit.runtime.train_entry")
 class ProcessBackend:
     name = "process"
     network_interface = "lo"
+
+    def __init__(self, workers: WorkerStock | None = None) -> None:
+        self._stock = workers  # spares a tuning job keeps for its trials (not a warm pool)
+        self._kept: dict[str, Worker] = {}  # a warm pool's workers, by host name
+        self._ran_train = False
 
     def check(self, plan: JobPlan) -> None:
         dist = plan.distribution
@@ -80,18 +88,26 @@ class ProcessBackend:
             if not plan.launch.is_train:
                 _translate_drivers(host, translate)
 
-    # Warm pools: what a process host keeps between jobs is its cache folder (warm_pool.py).
+    # Warm pools: a process host keeps its cache folder (warm_pool.py) and a started
+    # interpreter with train's imports done (worker.py), which the next matching job takes.
     def adopt_pool(self, pool) -> None:
-        pass
+        kept = (pool.kept or {}).get("workers") or {}
+        self._kept = {host: Worker.from_dict(data) for host, data in kept.items()}
 
     def keep_pool(self, pool, hosts: list[Host], keep_alive_seconds: int) -> dict:
-        return {}
+        if not self._ran_train:  # SDK v3's entrypoint contract starts bash, not train
+            return {}
+        until = time.time() + keep_alive_seconds
+        return {"workers": {h.name: start_worker(until).to_dict() for h in hosts}}
 
     def end_pool(self, pool) -> None:
-        pass
+        for data in ((pool.kept or {}).get("workers") or {}).values():
+            Worker.from_dict(data).end()
 
     def finish(self, keep: bool) -> None:
-        pass
+        for worker in self._kept.values():  # taken from a pool and not used: ends here
+            worker.end()
+        self._kept = {}
 
     def attach_cache(self, hosts: list[Host], pool) -> None:
         """The pool's persistent cache folder, at its container path on every host."""
@@ -103,28 +119,52 @@ class ProcessBackend:
 
     def start(self, plan: JobPlan, hosts: list[Host], on_line: LineSink) -> list[_ProcessHost]:
         port = _free_port() if len(hosts) > 1 else None
+        self._ran_train = plan.launch.is_train
         started = []
         for host in hosts:
             translate = translator(host, plan)
             token = uuid.uuid4().hex
             env = _host_env(plan, host, port, token, single=len(hosts) == 1)
-            command = (
-                list(TRAIN_COMMAND)
-                if plan.launch.is_train
-                else [translate(a) for a in plan.launch.entrypoint]
+            env = {k: translate(v) for k, v in env.items()}
+            proc, stream = (self._in_worker(host, env) if plan.launch.is_train else None) or (
+                self._fresh(plan, host, env, translate)
             )
-            proc = subprocess.Popen(
-                command,
-                cwd=host.root,
-                env={k: translate(v) for k, v in env.items()},
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            reader = pump(proc.stdout, host, on_line, host.log_path)
+            reader = pump(stream, host, on_line, host.log_path)
             started.append(_ProcessHost(host, proc, token, reader, keep_main=plan.launch.is_train))
         return started
+
+    def _fresh(self, plan: JobPlan, host: Host, env: dict, translate):
+        command = (
+            list(TRAIN_COMMAND)
+            if plan.launch.is_train
+            else [translate(a) for a in plan.launch.entrypoint]
+        )
+        proc = subprocess.Popen(
+            command,
+            cwd=host.root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        return proc, proc.stdout
+
+    def _in_worker(self, host: Host, env: dict):
+        """The host's ``train`` in a started worker (the pool's, else a spare), if one takes
+        it: (the worker as a process, the read end of its output)."""
+        worker = self._kept.pop(host.name, None) or (self._stock and self._stock.take())
+        if worker is None:
+            return None
+        read_end, write_end = os.pipe()
+        try:
+            proc = hand_off(worker, env, str(host.root), write_end)
+        finally:
+            os.close(write_end)
+        if proc is None:
+            os.close(read_end)
+            return None
+        return proc, os.fdopen(read_end, "rb")
 
 
 def _host_env(plan: JobPlan, host: Host, port: int | None, token: str, *, single: bool):

@@ -9,6 +9,7 @@ until MaxNumberOfTrainingJobs trials were launched or a completion criterion is 
 
 from __future__ import annotations
 
+import functools
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -63,6 +64,22 @@ def _default_run_job(request: dict, **kwargs: Any) -> dict:
     return run_training_job(request, **kwargs)
 
 
+MAX_SPARE_WORKERS = 4  # each is an idle interpreter of ~60 MB
+
+
+def _spares_needed(request: Mapping[str, Any]) -> int:
+    """Enough started interpreters for one round of parallel trials' hosts."""
+    definition = request.get("TrainingJobDefinition") or {}
+    resources = (
+        definition.get("HyperParameterTuningResourceConfig")
+        or definition.get("ResourceConfig")
+        or {}
+    )
+    limits = request.get("HyperParameterTuningJobConfig", {}).get("ResourceLimits", {})
+    parallel = int(limits.get("MaxParallelTrainingJobs", 1))
+    return min(MAX_SPARE_WORKERS, parallel * int(resources.get("InstanceCount", 1)))
+
+
 def _default_client() -> Any:
     import boto3
 
@@ -73,7 +90,7 @@ def run_local_tuning(
     request: Mapping[str, Any],
     *,
     workdir: Path,
-    run_job: Callable[..., dict] = _default_run_job,
+    run_job: Callable[..., dict] | None = None,
     sagemaker_client_factory: Callable[[], Any] = _default_client,
     log: Log = print,
     resume: bool = False,
@@ -89,13 +106,27 @@ def run_local_tuning(
             (trials' training jobs under it), where later jobs find it as a parent.
         run_job: runs one CreateTrainingJob request and returns its DescribeTrainingJob
             document (``sm_toolkit.local.engine.run_training_job``'s signature: the request,
-            then ``workdir``, ``on_line`` and ``stop_event`` keywords).
+            then ``workdir``, ``on_line`` and ``stop_event`` keywords). By default the local
+            engine's process backend, with spare interpreters started ahead for the next
+            trials (``backends.worker.WorkerStock``: started workers, not a warm pool).
         sagemaker_client_factory: makes the boto3 SageMaker client used only for warm-start
             parents that are not in the local store.
         log: receives one progress line per trial start and finish, and the leaderboard.
         resume: continue the job's study (``study.db`` in its folder) left by a run that was
             killed: finished trials are kept, only the remaining ones run.
     """
+    if run_job is None:
+        from sm_toolkit.local.backends.worker import WorkerStock
+
+        with WorkerStock(_spares_needed(request)) as stock:
+            return run_local_tuning(
+                request,
+                workdir=workdir,
+                run_job=functools.partial(_default_run_job, workers=stock),
+                sagemaker_client_factory=sagemaker_client_factory,
+                log=log,
+                resume=resume,
+            )
     tuning = read_tuning_request(request)
     out_dir = store.tuning_dir(Path(workdir), tuning.job_name)
     space = search.build_space(tuning.ranges)
