@@ -126,13 +126,16 @@ class TrainingJobs:
         on_line: Callable[[str], None] | None,
         workdir: Path,
     ) -> Any:
+        from sm_toolkit.local.metrics import tag_line
+
         name = request["TrainingJobName"]
         telemetry = JobTelemetry(name, caller.region, caller.account)
+        several = int((request.get("ResourceConfig") or {}).get("InstanceCount", 1)) > 1
 
         def line(host: str, text: str) -> None:
             telemetry.on_line(host, text)
-            if on_line is not None:
-                on_line(text)
+            if on_line is not None:  # a tuning trial's objective watcher
+                on_line(tag_line(host, text, several_hosts=several))
 
         events = self._events(
             on_line=line,

@@ -30,7 +30,7 @@ from sm_toolkit.local.artifacts import upload
 from sm_toolkit.local.backends import get_backend
 from sm_toolkit.local.checkpoints import CheckpointSync
 from sm_toolkit.local.hosts import Host, job_hyperparameters
-from sm_toolkit.local.metrics import MetricParser
+from sm_toolkit.local.metrics import MetricParser, tag_line
 from sm_toolkit.local.plan import plan_from_request
 from sm_toolkit.local.s3 import S3
 from sm_toolkit.local.staging import stage_channels, stage_code
@@ -392,7 +392,7 @@ def run_training_job(
 
     def line(host: str, text: str) -> None:
         if on_line is not None:
-            on_line(f"{host} | {text}" if multi[0] and host != "engine" else text)
+            on_line(tag_line(host, text, several_hosts=multi[0]))
 
     job = TrainingJob(
         request,

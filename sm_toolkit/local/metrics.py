@@ -14,6 +14,8 @@ import re
 import time
 from collections.abc import Iterable
 
+from sm_toolkit import contract
+
 
 class MetricParser:
     """Feed it log lines; it returns the values found and keeps every series."""
@@ -42,3 +44,21 @@ class MetricParser:
     @property
     def final(self) -> dict[str, float]:
         return {name: values[-1] for name, values in self.series.items()}
+
+
+_TAGGED = re.compile(r"(algo-[0-9]+) \| (.*)", re.DOTALL)
+
+
+def tag_line(host: str, text: str, *, several_hosts: bool) -> str:
+    """A host's log line as one stream of a job shows it: ``algo-2 | text`` when the job
+    has several hosts (the engine's own lines and a single host's stay as they are)."""
+    return f"{host} | {text}" if several_hosts and host != "engine" else text
+
+
+def leader_text(line: str) -> str | None:
+    """The text of a line from the job's first host (``algo-1``), else None; an untagged
+    line (one host) is the first host's."""
+    tagged = _TAGGED.fullmatch(line)
+    if tagged is None:
+        return line
+    return tagged.group(2) if tagged.group(1) == contract.host_names(1)[0] else None

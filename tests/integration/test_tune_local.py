@@ -135,3 +135,25 @@ def test_trials_run_without_the_warm_pool_and_rules_the_spec_has(tmp_path, moto_
         assert absent not in doc
     assert doc["HyperParameters"]["_tuning_objective_metric"] == "val:loss"
     assert not (tmp_path / "tuning" / "quad" / "warm-pools").exists()
+
+
+@pytest.mark.slow
+def test_a_two_host_trial_counts_each_epoch_once(tmp_path, moto_s3):
+    """Every host of a 2-instance trial prints the objective; the pruner and the record see
+    the first host's values, one per epoch, not both hosts' copies."""
+    data = job_dict(max_jobs=1, max_parallel_jobs=1, epochs=3, sleep=0.05)
+    data["instance"] = {"type": "ml.c5.xlarge", "count": 2}
+    spec = parse_spec(data, base_dir=FIXTURE_DIR)
+    request = localize_request(render(spec).request, spec)
+    result = run_local_tuning(request, workdir=tmp_path, log=lambda line: None)
+    (trial,) = result.trials
+    assert trial.status == "Completed", trial.failure_reason
+    logs = sorted((tmp_path / "tuning" / "quad" / "jobs" / trial.name).glob("algo-*.log"))
+    assert [p.name for p in logs] == ["algo-1.log", "algo-2.log"]
+    assert all(p.read_text().count("[metrics] epoch=") == 3 for p in logs)
+    assert len(trial.intermediate) == 3
+    hps = trial.hyperparameters
+    assert trial.intermediate == pytest.approx(
+        [quadratic_train.loss(hps["x"], hps["y"], hps["optimizer"], e) for e in (1, 2, 3)],
+        abs=1e-5,
+    )

@@ -24,6 +24,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from sm_toolkit.local.metrics import leader_text
 from sm_toolkit.local.tuning.request import decode_value
 from sm_toolkit.local.tuning.trial_job import trial_request
 
@@ -99,7 +100,12 @@ class _ObjectiveWatch:
         self.pruned = False
 
     def on_line(self, line: str) -> None:
-        for match in self._pattern.finditer(line):
+        # One value per epoch: with several hosts each rank may print the objective, and
+        # counting every host's copy would double the epochs the pruner sees.
+        text = leader_text(line)
+        if text is None:
+            return
+        for match in self._pattern.finditer(text):
             try:
                 value = float(match.group(1))
             except (IndexError, ValueError):
