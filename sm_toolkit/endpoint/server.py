@@ -150,9 +150,10 @@ def serve(options: ServeOptions, **factories: Callable[..., Any]) -> int:
         signal.signal(sig, lambda *_: stop.set())
     thread = threading.Thread(target=endpoint.serve_forever, name="endpoint", daemon=True)
     thread.start()
+    setting = "AWS_ENDPOINT_URL" if options.s3 == "embedded" else "AWS_ENDPOINT_URL_SAGEMAKER"
     print(
         f"sm-toolkit serve: listening on {endpoint.url} (backend {options.backend}, "
-        f"S3 {options.s3}, workdir {options.workdir}); set AWS_ENDPOINT_URL={endpoint.url}",
+        f"S3 {options.s3}, workdir {options.workdir}); set {setting}={endpoint.url}",
         flush=True,
     )
     stop.wait()
