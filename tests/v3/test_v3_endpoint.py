@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import sys
 import tarfile
 from pathlib import Path
@@ -84,11 +85,15 @@ def trainer(session: Session, name: str, count: int, **hyperparameters) -> Model
     )
 
 
-def test_model_trainer_torchrun_on_two_instances(session):
+def test_model_trainer_torchrun_on_two_instances(session, caplog):
+    caplog.set_level(logging.INFO, logger="sagemaker.core.resources")  # v3's log printer
     mt = trainer(session, "v3-torchrun", 2, ranks=2)
-    mt.train(wait=True, logs=False)
+    mt.train(wait=True)  # logs=True: v3 streams the hosts' CloudWatch logs
 
     name = mt._latest_training_job.training_job_name
+    streamed = caplog.text
+    for rank in (0, 1):  # each host's stream, read by v3 from CloudWatch Logs
+        assert f"rank={rank} world=2 allreduce=3.0" in streamed
     doc = session.sagemaker_client.describe_training_job(TrainingJobName=name)
     assert doc["TrainingJobStatus"] == "Completed", doc.get("FailureReason")
     assert doc["ResourceConfig"]["InstanceCount"] == 2
