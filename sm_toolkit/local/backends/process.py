@@ -173,10 +173,11 @@ def _translate_drivers(host: Host, translate, hosts: list[Host]) -> None:
                 path.write_text(new)
     if not rendezvous:
         raise ConfigError(
-            "AlgorithmSpecification.ContainerEntrypoint",
-            "sm_drivers",
-            "with several instances on the process backend, SDK v3's drivers "
-            "(scripts/environment.py with SM_MASTER_ADDR = 'algo-1'); else use --backend docker",
+            f"InputDataConfig.{contract.V3_DRIVERS_CHANNEL}",
+            "scripts/environment.py",
+            "with several instances on the process backend, SDK v3's drivers as v3 writes "
+            "them (SM_MASTER_ADDR = 'algo-1', pointed here at 127.0.0.1); others need "
+            "--backend docker",
         )
 
 
