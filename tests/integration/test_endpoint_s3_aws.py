@@ -9,12 +9,21 @@ from that S3 and its model lands there; the endpoint's own S3 refuses requests.
 from __future__ import annotations
 
 import io
+import socket
+import subprocess
 import tarfile
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from endpoint_support import USERSCRIPT, log_lines, running_endpoint, training_request
+from endpoint_support import (
+    USERSCRIPT,
+    log_lines,
+    running_endpoint,
+    serve_command,
+    server_env,
+    training_request,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -59,3 +68,23 @@ def test_job_reads_and_writes_the_users_own_s3(s3, bucket, tmp_path, monkeypatch
     error = refused.value.response["Error"]  # in S3's own error format, so the client says why
     assert error["Code"] == "InvalidRequest" and "AWS_ENDPOINT_URL_SAGEMAKER" in error["Message"]
     assert "set AWS_ENDPOINT_URL_SAGEMAKER=" + served.url in served.text()
+
+
+def test_the_servers_s3_must_not_be_the_endpoint_itself(tmp_path):
+    with socket.socket() as probe:  # a port free now, for the server to bind
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    own = f"http://127.0.0.1:{port}"
+    done = subprocess.run(
+        serve_command(tmp_path / "serve", "--s3", "aws", "--port", str(port)),
+        capture_output=True,
+        text=True,
+        env=server_env(AWS_ENDPOINT_URL=own),
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"sm-toolkit: error: AWS_ENDPOINT_URL: '{own}' is not allowed; the S3 of your AWS "
+        "settings under --s3 aws, not this endpoint (it serves no S3 then); unset it in the "
+        "server's shell, or use --s3 embedded"
+    ]
