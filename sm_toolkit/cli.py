@@ -225,7 +225,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise ConfigError("--request", args.request, "runs with --local (this machine)")
         return _run_local(_read_request(args.request), args)
     if args.command == "run" and not args.spec:
-        raise ConfigError("spec", MISSING, "give a job spec, or --request FILE with --local")
+        raise ConfigError(
+            "spec", MISSING, "give a job spec, or --request FILE or --from-job NAME with --local"
+        )
     spec = _checked_args(_load(args.spec), args)  # --set applied, --job-name checked
     if args.command == "validate":
         return _validate(spec, args.spec, args.sdk)
