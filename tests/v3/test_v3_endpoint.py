@@ -12,6 +12,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -58,7 +60,12 @@ def endpoint(tmp_path_factory):
 
 @pytest.fixture
 def session(endpoint, monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint.url)
+    return user_session(endpoint.url, monkeypatch)
+
+
+def user_session(url: str, monkeypatch) -> Session:
+    """The user's v3 session, pointed at the endpoint by AWS_ENDPOINT_URL alone."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
     monkeypatch.setenv("SAGEMAKER_VALIDATE_ROLE", "false")
     boto = boto3.Session(region_name="us-east-1")
     boto.client("s3").create_bucket(Bucket=BUCKET)
@@ -90,10 +97,29 @@ def test_model_trainer_torchrun_on_two_instances(session, caplog):
     mt = trainer(session, "v3-torchrun", 2, ranks=2)
     mt.train(wait=True)  # logs=True: v3 streams the hosts' CloudWatch logs
 
-    name = mt._latest_training_job.training_job_name
     streamed = caplog.text
     for rank in (0, 1):  # each host's stream, read by v3 from CloudWatch Logs
         assert f"rank={rank} world=2 allreduce=3.0" in streamed
+    check_two_rank_job(session, mt._latest_training_job.training_job_name)
+
+
+@pytest.mark.container
+def test_model_trainer_torchrun_in_the_image(tmp_path, monkeypatch):
+    """The same job on ``serve --backend docker``: two containers on the job's network."""
+    found = subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True)
+    if found.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must have built {IMAGE}", pytrace=False)
+        pytest.skip(f"docker or {IMAGE} missing")
+    with running_endpoint(tmp_path / "serve", "--backend", "docker") as served:
+        session = user_session(served.url, monkeypatch)
+        mt = trainer(session, "v3-torchrun-docker", 2, ranks=2)
+        mt.train(wait=True, logs=False)
+        check_two_rank_job(session, mt._latest_training_job.training_job_name)
+
+
+def check_two_rank_job(session: Session, name: str) -> None:
+    """Completed on 2 instances; rank 0's model, with gloo's sum of 1 + 2, in the user's S3."""
     doc = session.sagemaker_client.describe_training_job(TrainingJobName=name)
     assert doc["TrainingJobStatus"] == "Completed", doc.get("FailureReason")
     assert doc["ResourceConfig"]["InstanceCount"] == 2
