@@ -72,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
         "create-training-job --cli-input-json` takes; - for stdin), run with --local",
     )
     ru.add_argument(
+        "--from-job",
+        metavar="NAME",
+        help="rerun a training job that ran on SageMaker (DescribeTrainingJob with your AWS "
+        "settings) under a new name, with --local: its inputs, hyperparameters and image",
+    )
+    ru.add_argument(
         "--backend",
         choices=["process", "docker"],
         default="process",
@@ -212,12 +218,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_demo()
     if args.command == "serve":
         return _serve(args)
+    if args.command == "run" and args.from_job:
+        return _replay(args)
     if args.command == "run" and args.request:
         if not args.local:
             raise ConfigError("--request", args.request, "runs with --local (this machine)")
         return _run_local(_read_request(args.request), args)
     if args.command == "run" and not args.spec:
-        raise ConfigError("spec", MISSING, "give a job spec, or --request FILE with --local")
+        raise ConfigError(
+            "spec", MISSING, "give a job spec, or --request FILE or --from-job NAME with --local"
+        )
     spec = _checked_args(_load(args.spec), args)  # --set applied, --job-name checked
     if args.command == "validate":
         return _validate(spec, args.spec, args.sdk)
@@ -255,6 +265,29 @@ def _serve(args: argparse.Namespace) -> int:
             port=args.port, backend=args.backend, workdir=args.workdir, s3=args.s3, image=args.image
         )
     )
+
+
+def _replay(args: argparse.Namespace) -> int:
+    """``run --from-job NAME --local``: the job's description, as a new request, locally."""
+    if not args.local:
+        raise ConfigError("--from-job", args.from_job, "runs with --local (this machine)")
+    if args.spec or args.request:
+        raise ConfigError("--from-job", args.from_job, "on its own: not with a spec or --request")
+    import boto3
+
+    from sm_toolkit.aws.replay import describe_job, replay_name, replay_request
+
+    session = boto3.Session()
+    replay = replay_request(describe_job(args.from_job, session), replay_name(args.from_job))
+    if session.region_name:  # the engine's S3 clients use the job's region
+        os.environ.setdefault("AWS_DEFAULT_REGION", session.region_name)
+    print(
+        f"sm-toolkit: replaying {args.from_job} as "
+        f"{args.job_name or replay.request['TrainingJobName']} (left out, not in "
+        f"CreateTrainingJob's input: {', '.join(replay.dropped) or 'none'})",
+        file=sys.stderr,
+    )
+    return _run_local(replay.request, args)
 
 
 def _validate(spec, path: str, sdk: str | None) -> int:

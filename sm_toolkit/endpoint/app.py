@@ -60,8 +60,7 @@ class EndpointApp:
             status, body = self._sagemaker(target[len(_TARGET_PREFIX) :], environ, caller)
             return _respond(start_response, status, body)
         if service in self.refuse_services:
-            body = {"__type": "InvalidRequest", "message": self.refuse_services[service]}
-            return _respond(start_response, 400, body)
+            return _refuse(start_response, service, self.refuse_services[service])
         return self.fallback(environ, start_response)
 
     def _sagemaker(self, op: str, environ: dict, caller: Caller) -> tuple[int, dict]:
@@ -103,6 +102,31 @@ def _respond(start_response: Callable, status: int, body: dict) -> list[bytes]:
         f"{status} {reason}",
         [
             ("Content-Type", "application/x-amz-json-1.1"),
+            ("Content-Length", str(len(data))),
+            ("x-amzn-RequestId", str(uuid.uuid4())),
+        ],
+    )
+    return [data]
+
+
+def _refuse(start_response: Callable, service: str, message: str) -> list[bytes]:
+    """A 400 with ``message`` in the error format the service's clients parse (S3 reads
+    XML; a JSON body would reach the user as a bare "400 Bad Request")."""
+    from xml.sax.saxutils import escape
+
+    import botocore.session
+
+    protocol = botocore.session.get_session().get_service_model(service).metadata["protocol"]
+    if protocol not in ("rest-xml", "query", "ec2"):
+        return _respond(start_response, 400, {"__type": "InvalidRequest", "message": message})
+    data = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InvalidRequest</Code>'
+        f"<Message>{escape(message)}</Message></Error>"
+    ).encode()
+    start_response(
+        "400 Bad Request",
+        [
+            ("Content-Type", "application/xml"),
             ("Content-Length", str(len(data))),
             ("x-amzn-RequestId", str(uuid.uuid4())),
         ],

@@ -13,7 +13,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,6 +124,28 @@ def _check_port(port: int, store: Store) -> None:
             ) from None
 
 
+def check_s3_is_elsewhere(url: str, environ: Mapping[str, str]) -> None:
+    """Under ``--s3 aws`` the server's own S3 settings must not name this endpoint (say, an
+    ``AWS_ENDPOINT_URL`` exported for the embedded mode): it refuses S3, so every job would
+    fail in staging."""
+    from urllib.parse import urlsplit
+
+    own = urlsplit(url)
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+        value = environ.get(name)
+        if not value:
+            continue
+        target = urlsplit(value)
+        if target.hostname in (own.hostname, "localhost") and target.port == own.port:
+            raise ConfigError(
+                name,
+                value,
+                "the S3 of your AWS settings under --s3 aws, not this endpoint (it serves "
+                "no S3 then); unset it in the server's shell, or use --s3 embedded",
+            )
+        return  # the first one set is the one botocore uses for S3
+
+
 def point_clients_here(url: str, s3: str) -> None:
     """Make this process's own AWS clients (and the scripts it starts) use the endpoint."""
     if s3 == "embedded":
@@ -144,15 +166,23 @@ def serve(options: ServeOptions, **factories: Callable[..., Any]) -> int:
     # One line per request from werkzeug would drown the jobs' own output.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     endpoint = Endpoint(options, **factories)
+    if options.s3 == "aws":
+        try:
+            check_s3_is_elsewhere(endpoint.url, os.environ)
+        except ConfigError:
+            endpoint.server.server_close()
+            endpoint.store.close()
+            raise
     point_clients_here(endpoint.url, options.s3)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     thread = threading.Thread(target=endpoint.serve_forever, name="endpoint", daemon=True)
     thread.start()
+    setting = "AWS_ENDPOINT_URL" if options.s3 == "embedded" else "AWS_ENDPOINT_URL_SAGEMAKER"
     print(
         f"sm-toolkit serve: listening on {endpoint.url} (backend {options.backend}, "
-        f"S3 {options.s3}, workdir {options.workdir}); set AWS_ENDPOINT_URL={endpoint.url}",
+        f"S3 {options.s3}, workdir {options.workdir}); set {setting}={endpoint.url}",
         flush=True,
     )
     stop.wait()

@@ -14,6 +14,7 @@ each a loopback address of this machine, with the rendezvous port chosen per job
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -62,14 +63,6 @@ class ProcessBackend:
                 "or torch_distributed",
             )
 
-        if not plan.launch.is_train and plan.instance_count > 1:
-            raise ConfigError(
-                "AlgorithmSpecification.ContainerEntrypoint",
-                " ".join(plan.launch.entrypoint)[:60],
-                "with several instances it runs on --backend docker (SDK v3's drivers "
-                "name their first host algo-1, which resolves only between containers)",
-            )
-
     def layout(self, plan: JobPlan, job_dir: Path, attempt: int) -> list[Host]:
         names = contract.host_names(plan.instance_count)
         hosts = []
@@ -86,7 +79,7 @@ class ProcessBackend:
             hps = {k: translate(v) for k, v in hyperparameters.items()}
             write_opt_ml(host, plan, hosts, hps, self.network_interface)
             if not plan.launch.is_train:
-                _translate_drivers(host, translate)
+                _translate_drivers(host, translate, hosts)
 
     # Warm pools: a process host keeps its cache folder (warm_pool.py) and a started
     # interpreter with train's imports done (worker.py), which the next matching job takes.
@@ -191,17 +184,41 @@ def _host_env(plan: JobPlan, host: Host, port: int | None, token: str, *, single
     return env
 
 
-def _translate_drivers(host: Host, translate) -> None:
+# SDK v3's environment.py fixes the rendezvous at algo-1:7777, a name only containers
+# resolve and a port two jobs on one machine would share.
+_V3_MASTER_ADDR = re.compile(r"^SM_MASTER_ADDR = [\"']algo-1[\"']$", re.M)
+_V3_MASTER_PORT = re.compile(r"^SM_MASTER_PORT = 7777$", re.M)
+
+
+def _translate_drivers(host: Host, translate, hosts: list[Host]) -> None:
     """SDK v3's driver scripts (the sm_drivers channel) name /opt/ml paths; on this machine
-    they are the host's relocated paths."""
+    they are the host's relocated paths. With several hosts, their master is the first
+    host's loopback address and the job's own port (``SM_TOOLKIT_MASTER_PORT``)."""
     drivers = host.opt_ml / contract.INPUT_DATA_DIR / contract.V3_DRIVERS_CHANNEL
+    rendezvous = len(hosts) == 1 or not drivers.is_dir()  # not v3's drivers: as they are
     for path in drivers.rglob("*"):
         if path.is_file() and path.suffix in (".sh", ".py", ".json"):
             text = path.read_text()
             new = translate(text)
+            if len(hosts) > 1 and _V3_MASTER_ADDR.search(new):
+                new = _V3_MASTER_ADDR.sub(f'SM_MASTER_ADDR = "{hosts[0].address}"', new)
+                new = _V3_MASTER_PORT.sub(
+                    f'SM_MASTER_PORT = int(os.environ.get("{contract.MASTER_PORT_ENV}", '
+                    f'"{contract.DEFAULT_MASTER_PORT}"))',
+                    new,
+                )
+                rendezvous = True
             if new != text:
                 path.unlink()  # a hard link shared with another host: write a copy
                 path.write_text(new)
+    if not rendezvous:
+        raise ConfigError(
+            f"InputDataConfig.{contract.V3_DRIVERS_CHANNEL}",
+            "scripts/environment.py",
+            "with several instances on the process backend, SDK v3's drivers as v3 writes "
+            "them (SM_MASTER_ADDR = 'algo-1', pointed here at 127.0.0.1); others need "
+            "--backend docker",
+        )
 
 
 def _free_port() -> int:
