@@ -161,11 +161,12 @@ def test_spot_interruption_restarts_on_fresh_containers_and_resumes(
         backend="docker",
         image=image,
         on_line=lines.append,
-        interrupt_after=6.0,
+        interrupt_after=12.0,  # after the script has imported torch and started training
     )
     assert result.interruptions == 1
     restart = next(i for i, line in enumerate(lines) if "restarting cnn-spot" in line)
-    assert any("SIGTERM received" in line for line in lines[:restart])
+    before = "\n".join(lines[max(0, restart - 40) : restart + 3])
+    assert any("SIGTERM received" in line for line in lines[:restart]), before
     last = f"[metrics] epoch={RESUME_HPS['epochs']} "
     assert not any(last in line for line in lines[:restart]), "the reclaim hit mid-training"
     assert any("[checkpoint] resumed from ckpt-" in line for line in lines[restart:])
