@@ -73,6 +73,11 @@ class TrainingJobs:
         self._events = events_factory or _events
         self._live: dict[str, Any] = {}
         self._lock = threading.Lock()
+        # A status change reported from another thread (a stop's "Stopping") must not land
+        # after the final document: writes of a job's document are serialized, and none
+        # follows the final one.
+        self._write_lock = threading.Lock()
+        self._final: set[str] = set()
         self.closing = False  # the server is stopping: no new jobs
 
     def create(
@@ -140,7 +145,7 @@ class TrainingJobs:
         events = self._events(
             on_line=line,
             on_metric=telemetry.on_metric,
-            on_status=lambda doc: self.store.set_training(name, self._document(doc, arn, request)),
+            on_status=lambda doc: self._status(name, self._document(doc, arn, request)),
         )
         try:
             factory = self._factory or engine_job_factory()
@@ -155,9 +160,16 @@ class TrainingJobs:
         except ToolkitError as exc:  # the engine refuses what it cannot run: one line
             raise ValidationError(str(exc)) from None
 
+    def _status(self, name: str, doc: dict) -> None:
+        with self._write_lock:
+            if name not in self._final:
+                self.store.set_training(name, doc)
+
     def _watch(self, name: str, job: Any, arn: str, done: Callable[[dict], None] | None):
         final = self._document(job.wait(), arn)
-        self.store.set_training(name, final)
+        with self._write_lock:
+            self.store.set_training(name, final)
+            self._final.add(name)
         with self._lock:
             self._live.pop(name, None)
         if done is not None:

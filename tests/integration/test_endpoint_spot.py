@@ -23,11 +23,16 @@ def sm(tmp_path_factory):
 
 
 def spot_request(name: str, after: str) -> dict:
+    # "resume": 0.5 s epochs, state in the checkpoint folder; a quick script could end before
+    # the reclaim comes.
     request = training_request(
         name,
         "spot-bucket",
+        mode="resume",
+        epochs=6,
         EnableManagedSpotTraining=True,
         CheckpointConfig={"S3Uri": f"s3://spot-bucket/checkpoints/{name}"},
+        Environment={"SM_CHECKPOINT_DIR": "/opt/ml/checkpoints"},  # where the script keeps state
         Tags=[{"Key": INTERRUPT_TAG, "Value": after}],
     )
     request["StoppingCondition"]["MaxWaitTimeInSeconds"] = 1200

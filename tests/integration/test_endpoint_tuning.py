@@ -160,11 +160,15 @@ def test_stopping_a_tuning_job_stops_its_trials(sm):
         timeout=120,
         every=0.5,
     )
-    assert doc["TrainingJobStatusCounters"]["Stopped"] == 2
-    assert doc["TrainingJobStatusCounters"]["InProgress"] == 0
     trials = sm.list_training_jobs_for_hyper_parameter_tuning_job(
         HyperParameterTuningJobName="ep-tune-stop"
     )["TrainingJobSummaries"]
+    seen = (
+        doc["TrainingJobStatusCounters"],
+        [(t["TrainingJobStatus"], t.get("FailureReason")) for t in trials],
+    )
+    assert doc["TrainingJobStatusCounters"]["Stopped"] == 2, seen
+    assert doc["TrainingJobStatusCounters"]["InProgress"] == 0, seen
     assert len(trials) == 2  # no trial started after the stop
     with pytest.raises(sm.exceptions.ClientError, match="status Stopped"):
         sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName="ep-tune-stop")

@@ -251,7 +251,9 @@ def test_malformed_spec_is_refused_in_one_line(tmp_path, warm, case):
     for command in ("validate", "render"):
         outcome = cli(command, str(path))
         outcome.assert_one_line_refusal()
-        assert outcome.seconds < 2.0, (command, outcome.seconds)
+        # A hang guard, not a speed target (benchmarks/ has those): a refusal that took
+        # this long would be a loop or a network wait; on a quiet machine the median is 7 ms.
+        assert outcome.seconds < 15.0, (command, outcome.seconds)
 
 
 # Boundary values: some are accepted, some refused. Whatever the CLI accepts must render
