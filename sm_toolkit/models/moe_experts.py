@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sm_toolkit.errors import ConfigError
+from sm_toolkit.models import moe_loop
 from sm_toolkit.models.activations import make_activation
 
 EXPERT_KINDS = ("mlp", "swiglu")
@@ -108,7 +109,15 @@ class GroupedExperts(nn.Module):
         return self.forward_loop(x_SD, counts)
 
     def forward_loop(self, x_SD: torch.Tensor, counts: list[int]) -> torch.Tensor:
-        """One matmul per expert on its segment."""
+        """One matmul per expert on its segment (`moe_loop.LoopExperts` where it applies)."""
+        w3 = self.w3_EDH if self.kind == "swiglu" else None
+        weights = [self.w1_EDH, self.w2_EHD] + ([w3] if w3 is not None else [])
+        if moe_loop.supports(self.act, x_SD, weights):
+            return moe_loop.LoopExperts.apply(x_SD, counts, self.act, self.w1_EDH, self.w2_EHD, w3)
+        return self.forward_autograd_loop(x_SD, counts)
+
+    def forward_autograd_loop(self, x_SD: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        """The loop written through autograd (any activation, autocast, DTensor weights)."""
         w1s, w2s = self.w1_EDH.unbind(0), self.w2_EHD.unbind(0)
         w3s = self.w3_EDH.unbind(0) if self.kind == "swiglu" else None
         outs = []
