@@ -99,14 +99,16 @@ class GroupedExperts(nn.Module):
     def forward(self, x_SD: torch.Tensor, counts: list[int]) -> torch.Tensor:
         """Ragged path: rows sorted by expert, `counts[e]` rows for expert e (sum = S)."""
         assert len(counts) == self.n_experts and sum(counts) == x_SD.shape[0]
-        compute = self.compute
-        if compute == "auto":
-            _, d, h = self.w1_EDH.shape
-            aligned = grouped_aligned(d, h)
-            compute = choose_compute(self, x_SD.shape[0], x_SD.device) if aligned else "loop"
-        if compute == "grouped":
+        if self.resolved_compute(x_SD.shape[0], x_SD.device) == "grouped":
             return self.forward_grouped(x_SD, counts)
         return self.forward_loop(x_SD, counts)
+
+    def resolved_compute(self, n_rows: int, device: torch.device) -> str:
+        """`loop` or `grouped` for a call of `n_rows` rows (`auto`: timed once, cached)."""
+        if self.compute != "auto":
+            return self.compute
+        _, d, h = self.w1_EDH.shape
+        return choose_compute(self, n_rows, device) if grouped_aligned(d, h) else "loop"
 
     def forward_loop(self, x_SD: torch.Tensor, counts: list[int]) -> torch.Tensor:
         """One matmul per expert on its segment (`moe_loop.LoopExperts` where it applies)."""
@@ -126,9 +128,16 @@ class GroupedExperts(nn.Module):
             outs.append(self._hidden(x_segD @ w1s[e], gate) @ w2s[e])
         return torch.cat(outs, dim=0)
 
-    def forward_grouped(self, x_SD: torch.Tensor, counts: list[int]) -> torch.Tensor:
-        """One grouped GEMM per weight over all segments (offsets: cumulative counts)."""
-        offs_E = torch.tensor(counts, device=x_SD.device).cumsum(0).to(torch.int32)
+    def forward_grouped(self, x_SD: torch.Tensor, counts: list[int] | torch.Tensor) -> torch.Tensor:
+        """One grouped GEMM per weight over all segments (offsets: cumulative counts).
+
+        `counts` may be a device tensor (no host sync). Rows after the counted ones (a
+        device plan's dropped rows) join the last segment, so every row of the output and of
+        the input gradient is computed; the caller masks what it does not keep."""
+        if not isinstance(counts, torch.Tensor):
+            counts = torch.tensor(counts, device=x_SD.device)
+        offs_E = counts.cumsum(0).to(torch.int32)
+        offs_E[-1] = x_SD.shape[0]
         x_SD = _ContiguousGrad.apply(x_SD)
         up_SH = F.grouped_mm(x_SD, self.w1_EDH, offs=offs_E)
         gate = F.grouped_mm(x_SD, self.w3_EDH, offs=offs_E) if self.kind == "swiglu" else None
