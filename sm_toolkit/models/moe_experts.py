@@ -174,8 +174,8 @@ def grouped_aligned(d_model: int, d_ff: int) -> bool:
 
 
 def choose_compute(experts: GroupedExperts, n_rows: int, device: torch.device) -> str:
-    """`loop` or `grouped`, whichever ran a forward + backward faster here (timed once per
-    device type, expert kind and shape; rows bucketed by powers of two; then cached)."""
+    """`loop` or `grouped`, whichever ran a forward + backward faster here (best of three,
+    once per device type, expert kind and shape; rows bucketed by powers of two; cached)."""
     e, d, h = experts.w1_EDH.shape
     key = (device.type, experts.kind, e, d, h, 1 << max(0, n_rows - 1).bit_length())
     if key not in _CHOICE:
@@ -184,14 +184,17 @@ def choose_compute(experts: GroupedExperts, n_rows: int, device: torch.device) -
         x_SD = torch.randn(max(n_rows, e), d, device=device, generator=gen, requires_grad=True)
         base, extra = divmod(x_SD.shape[0], e)
         counts = [base + (i < extra) for i in range(e)]
-        times = {}
-        for name in ("loop", "grouped", "loop", "grouped"):  # second round: warm
+        times: dict[str, float] = {}
+        # a warm-up round, then the best of three alternating rounds: one timing of each is
+        # at the mercy of a busy neighbour (seen: the slower path chosen on a loaded CPU)
+        for i, name in enumerate(("loop", "grouped") * 4):
             start = time.perf_counter()
             with torch.enable_grad():  # first use may come in evaluation, under no_grad
                 getattr(probe, f"forward_{name}")(x_SD, counts).sum().backward()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            times[name] = time.perf_counter() - start
+            if i >= 2:
+                times[name] = min(times.get(name, math.inf), time.perf_counter() - start)
         _CHOICE[key] = min(times, key=times.get)
     return _CHOICE[key]
 
