@@ -5,8 +5,9 @@ d_ff = top_k * 1024 = 2048, so both do the same matmul FLOPs per token. SwiGLU e
 Hugging Face's Mixtral block, when `transformers` is installed: `pip install .[bench]`)
 have three matrices, so their intermediate width is 2/3 of 1024, rounded to 680 (a
 multiple of 8, which grouped_mm needs): equal active FLOPs within 0.4 %. Expert variants:
-`loop` (one matmul per expert), `grouped` (torch.nn.functional.grouped_mm), and the
-default `auto` (the faster of the two, timed once per device and shape). One timed step is
+`loop` (one matmul per expert, `moe_loop.LoopExperts`), `grouped`
+(torch.nn.functional.grouped_mm, on a device dispatch plan), and the default `auto` (the
+faster of the two, best of three timings once per device and shape). One timed step is
 forward + backward (router, balance loss and z-loss included for the MoE). Every variant is
 built in this one process and the repeats are interleaved round-robin, so a neighbour
 loading the machine slows all variants alike. The reported ratio is the median over rounds

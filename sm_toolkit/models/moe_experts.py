@@ -187,14 +187,16 @@ def choose_compute(experts: GroupedExperts, n_rows: int, device: torch.device) -
         times: dict[str, float] = {}
         # a warm-up round, then the best of three alternating rounds: one timing of each is
         # at the mercy of a busy neighbour (seen: the slower path chosen on a loaded CPU)
+        # On CPU, process time: what a neighbour's load does to the wall clock is not ours
+        clock = time.perf_counter if device.type == "cuda" else time.process_time
         for i, name in enumerate(("loop", "grouped") * 4):
-            start = time.perf_counter()
+            start = clock()
             with torch.enable_grad():  # first use may come in evaluation, under no_grad
                 getattr(probe, f"forward_{name}")(x_SD, counts).sum().backward()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             if i >= 2:
-                times[name] = min(times.get(name, math.inf), time.perf_counter() - start)
+                times[name] = min(times.get(name, math.inf), clock() - start)
         _CHOICE[key] = min(times, key=times.get)
     return _CHOICE[key]
 
