@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
 import time
 
 import torch
@@ -174,8 +175,9 @@ def grouped_aligned(d_model: int, d_ff: int) -> bool:
 
 
 def choose_compute(experts: GroupedExperts, n_rows: int, device: torch.device) -> str:
-    """`loop` or `grouped`, whichever ran a forward + backward faster here (best of three,
-    once per device type, expert kind and shape; rows bucketed by powers of two; cached)."""
+    """`loop` or `grouped`, whichever ran a forward + backward faster here (median of five
+    paired rounds, once per device type, expert kind and shape; rows bucketed by powers of
+    two; cached)."""
     e, d, h = experts.w1_EDH.shape
     key = (device.type, experts.kind, e, d, h, 1 << max(0, n_rows - 1).bit_length())
     if key not in _CHOICE:
@@ -184,23 +186,26 @@ def choose_compute(experts: GroupedExperts, n_rows: int, device: torch.device) -
         x_SD = torch.randn(max(n_rows, e), d, device=device, generator=gen, requires_grad=True)
         base, extra = divmod(x_SD.shape[0], e)
         counts = [base + (i < extra) for i in range(e)]
-        times: dict[str, float] = {}
-        # a warm-up round, then the best of three alternating rounds: one timing of each is
-        # at the mercy of a busy neighbour (seen: the slower path chosen on a loaded CPU)
-        # On CPU, process time: what a neighbour's load does to the wall clock is not ours
+        # A warm-up round, then five rounds of both, back to back; the median of the
+        # per-round ratios, as benchmarks/moe_layer.py pairs them: a busy neighbour slows
+        # both paths of a round alike (one timing each chose the slower path under load).
+        # On CPU, process time, and grouped_mm only for a clear (5 %) win: its CPU fallback
+        # runs the same per-group matmuls as the loop.
         clock = time.perf_counter if device.type == "cuda" else time.process_time
-        for i, name in enumerate(("loop", "grouped") * 4):
-            start = clock()
-            with torch.enable_grad():  # first use may come in evaluation, under no_grad
-                getattr(probe, f"forward_{name}")(x_SD, counts).sum().backward()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if i >= 2:
-                times[name] = min(times.get(name, math.inf), clock() - start)
-        # CPU's grouped_mm is a fallback that runs the same per-group matmuls as the loop,
-        # so only a clear win (5 %) counts there; a smaller gap was noise in every run here
+        ratios = []
+        for i in range(6):
+            took = {}
+            for name in ("loop", "grouped"):
+                start = clock()
+                with torch.enable_grad():  # first use may come in evaluation, under no_grad
+                    getattr(probe, f"forward_{name}")(x_SD, counts).sum().backward()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                took[name] = clock() - start
+            if i:
+                ratios.append(took["grouped"] / max(took["loop"], 1e-9))
         margin = 1.0 if device.type == "cuda" else 0.95
-        _CHOICE[key] = "grouped" if times["grouped"] < margin * times["loop"] else "loop"
+        _CHOICE[key] = "grouped" if statistics.median(ratios) < margin else "loop"
     return _CHOICE[key]
 
 
