@@ -362,6 +362,18 @@ def test_grouped_gemm_equals_the_loop_bitwise_and_takes_a_broadcast_gradient():
             assert torch.equal(a, b)
 
 
+def test_auto_compute_is_the_loop_on_cpu_and_the_probe_elsewhere():
+    from sm_toolkit.models.moe_experts import _CHOICE
+
+    experts = make_layer(expert_compute="auto", d=8, h=16).experts
+    n_cached = len(_CHOICE)
+    assert experts.resolved_compute(24, torch.device("cpu")) == "loop"
+    assert len(_CHOICE) == n_cached  # decided by the benchmark's measurements, no probe
+    assert make_layer(expert_compute="grouped", d=8, h=16).experts.resolved_compute(
+        24, torch.device("cpu")
+    ) == "grouped"  # fmt: skip
+
+
 def test_auto_compute_times_both_once_and_keeps_one():
     from sm_toolkit.models.moe_experts import _CHOICE, choose_compute
 
