@@ -5,13 +5,15 @@ d_ff = top_k * 1024 = 2048, so both do the same matmul FLOPs per token. SwiGLU e
 Hugging Face's Mixtral block, when `transformers` is installed: `pip install .[bench]`)
 have three matrices, so their intermediate width is 2/3 of 1024, rounded to 680 (a
 multiple of 8, which grouped_mm needs): equal active FLOPs within 0.4 %. Expert variants:
-`loop` (one matmul per expert), `grouped` (torch.nn.functional.grouped_mm), and the
-default `auto` (the faster of the two, timed once per device and shape). One timed step is
-forward + backward (router, balance loss and z-loss included for the MoE). Every variant is
-built in this one process and the repeats are interleaved round-robin, so a neighbour
-loading the machine slows all variants alike. The reported ratio is the median over rounds
-of (variant time / dense time in the same round): pairing within a round cancels the slow
-drift of a shared machine's load better than a ratio of two separate medians (also shown).
+`loop` (one matmul per expert, `moe_loop.LoopExperts`), `grouped`
+(torch.nn.functional.grouped_mm, on a device dispatch plan), and the default `auto` (the
+faster of the two by the median of five paired timings, once per device and shape). One
+timed step is forward + backward (router, balance loss and z-loss included for the MoE).
+Every variant is built in this one process and the repeats are interleaved round-robin,
+so a neighbour loading the machine slows all variants alike. The reported ratio is the
+median over rounds of (variant time / dense time in the same round): pairing within a
+round cancels the slow drift of a shared machine's load better than a ratio of two
+separate medians (also shown).
 
 Peak extra memory: `torch.distributed._tools.mem_tracker.MemTracker`, a TorchDispatchMode
 that accounts for every tensor storage allocated and freed (activations, temporaries,

@@ -39,6 +39,9 @@ def distribution_dict(spec: JobSpec) -> dict[str, Any] | None:
         return {"pytorchddp": {"enabled": True}}
     if d.type == "torch_distributed":
         return {"torch_distributed": {"enabled": True}}
+    if d.type == "smp":  # SMP v2: torchrun plus smdistributed.modelparallel (SDK v2 docs)
+        smp = {"enabled": True, "parameters": d.mp_parameters()}
+        return {"torch_distributed": {"enabled": True}, "smdistributed": {"modelparallel": smp}}
     assert d.type == "mpi", d.type
     return {
         "mpi": {
@@ -53,7 +56,7 @@ def hyperparameters(spec: JobSpec) -> dict[str, Any]:
     """The user's hyperparameters plus what the container needs from the distribution."""
     hps: dict[str, Any] = dict(spec.hyperparameters)
     d = spec.distribution
-    if d.type == "torch_distributed" and d.processes_per_host is not None:
+    if d.type in ("torch_distributed", "smp") and d.processes_per_host is not None:
         hps[NPROC_HYPERPARAMETER] = d.processes_per_host
     return hps
 

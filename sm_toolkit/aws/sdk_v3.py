@@ -48,7 +48,7 @@ from sagemaker.train.configs import (
     Tag,
     TensorBoardOutputConfig,
 )
-from sagemaker.train.distributed import MPI, DistributedConfig, Torchrun
+from sagemaker.train.distributed import MPI, SMP, DistributedConfig, Torchrun
 from sagemaker.train.tuner import HyperparameterTuner
 
 from sm_toolkit import contract
@@ -85,6 +85,8 @@ def distributed(spec: JobSpec) -> DistributedConfig | None:
     d = spec.distribution
     if d.type == "torch_distributed":
         return Torchrun(process_count_per_node=d.processes_per_host)
+    if d.type == "smp":  # v3 sends SMP's parameters as the mp_parameters hyperparameter
+        return Torchrun(process_count_per_node=d.processes_per_host, smp=SMP(**d.mp_parameters()))
     if d.type == "mpi":
         options = shlex.split(d.custom_mpi_options) or None
         return MPI(process_count_per_node=d.processes_per_host, mpi_additional_options=options)

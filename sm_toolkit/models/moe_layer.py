@@ -24,6 +24,7 @@ keeps every assignment. The capacity only decides *which* rows are kept: the def
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -31,8 +32,8 @@ import torch
 from torch import nn
 
 from sm_toolkit.errors import ConfigError
-from sm_toolkit.models.moe_experts import FeedForward
-from sm_toolkit.models.moe_router import TopKRouter
+from sm_toolkit.models.moe_experts import FeedForward, GroupedExperts
+from sm_toolkit.models.moe_router import TopKRouter, count_per_expert
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,44 +57,77 @@ class DispatchConfig:
 
 @dataclass
 class DispatchPlan:
-    """Which assignments are kept and where their rows go (all sorted by expert)."""
+    """Which assignments are kept and where their rows go (all sorted by expert).
+
+    Counts live on the device (`counts_E`, `routed_E`); the Python lists `counts` and
+    `routed` read them back (a host sync) only when asked for: the loop path and expert
+    parallelism need them, the grouped path does not.
+    """
 
     assign_S: torch.Tensor  # index into the k-major flat assignments, for the gate weights
-    token_S: torch.Tensor  # token of each kept row
-    expert_S: torch.Tensor  # expert of each kept row
+    token_S: torch.Tensor  # token of each row
+    expert_S: torch.Tensor  # expert of each row
     pos_S: torch.Tensor  # row position inside its expert's segment
-    counts: list[int]  # kept rows per expert
-    routed: list[int]  # assignments routed to each expert, before dropping
+    counts_E: torch.Tensor  # kept rows per expert
+    routed_E: torch.Tensor  # assignments routed to each expert, before dropping
+    keep_S: torch.Tensor | None = None  # device plans: False for the dropped rows at the end
+
+    @property
+    def counts(self) -> list[int]:
+        return self._list("counts_E")
+
+    @property
+    def routed(self) -> list[int]:
+        return self._list("routed_E")
+
+    def _list(self, name: str) -> list[int]:
+        cache = self.__dict__.setdefault("_lists", {})
+        if name not in cache:
+            cache[name] = getattr(self, name).tolist()
+        return cache[name]
 
 
-def plan_dispatch(expert_NK: torch.Tensor, n_experts: int, capacity: int | None) -> DispatchPlan:
+def plan_dispatch(
+    expert_NK: torch.Tensor, n_experts: int, capacity: int | None, *, on_device: bool = False
+) -> DispatchPlan:
     """Sort the assignments by expert and cut each expert's segment at `capacity`.
 
-    Entries of -1 in `expert_NK` (removed by random routing) are not dispatched.
+    Entries of -1 in `expert_NK` (removed by random routing) are not dispatched. The default
+    plan keeps only the dispatched rows (their number is read back to the host). An
+    `on_device` plan keeps all N * K rows, with what is dropped or removed sorted after
+    every expert's kept rows and marked in `keep_S`: no value leaves the device.
     """
     n_tokens = expert_NK.shape[0]
     key_A = expert_NK.t().reshape(-1)
     key_A = torch.where(key_A < 0, n_experts, key_A)  # removed choices sort last
     order_A = torch.argsort(key_A, stable=True)
-    routed_E = torch.bincount(key_A, minlength=n_experts + 1)[:n_experts]
-    routed = routed_E.tolist()
-    assign_S = order_A[: sum(routed)]
-    expert_S = key_A[assign_S]
-    start_E = torch.cumsum(routed_E, 0) - routed_E
-    pos_S = torch.arange(assign_S.numel(), device=key_A.device) - start_E[expert_S]
-    counts = routed
+    routed_E1 = count_per_expert(key_A, n_experts + 1)
+    start_E1 = torch.cumsum(routed_E1, 0) - routed_E1
+    expert_A = key_A[order_A]
+    pos_A = torch.arange(order_A.numel(), device=key_A.device) - start_E1[expert_A]
+    routed_E = routed_E1[:n_experts]
+    counts_E = routed_E if capacity is None else routed_E.clamp(max=capacity)
+    if on_device:
+        keep_A = expert_A < n_experts
+        if capacity is not None:
+            keep_A &= pos_A < capacity
+            order2_A = torch.argsort(torch.where(keep_A, expert_A, n_experts), stable=True)
+            order_A, expert_A, pos_A, keep_A = (
+                t[order2_A] for t in (order_A, expert_A, pos_A, keep_A)
+            )
+        return DispatchPlan(
+            assign_S=order_A, token_S=order_A % n_tokens, expert_S=expert_A, pos_S=pos_A,
+            counts_E=counts_E, routed_E=routed_E, keep_S=keep_A,
+        )  # fmt: skip
+    n_routed = int(routed_E.sum())  # host sync: the default plan drops the removed rows
+    assign_S, expert_S, pos_S = order_A[:n_routed], expert_A[:n_routed], pos_A[:n_routed]
     if capacity is not None:
         keep_S = pos_S < capacity
         assign_S, expert_S, pos_S = assign_S[keep_S], expert_S[keep_S], pos_S[keep_S]
-        counts = [min(c, capacity) for c in routed]
     return DispatchPlan(
-        assign_S=assign_S,
-        token_S=assign_S % n_tokens,
-        expert_S=expert_S,
-        pos_S=pos_S,
-        counts=counts,
-        routed=routed,
-    )
+        assign_S=assign_S, token_S=assign_S % n_tokens, expert_S=expert_S, pos_S=pos_S,
+        counts_E=counts_E, routed_E=routed_E,
+    )  # fmt: skip
 
 
 class Experts(Protocol):
@@ -149,10 +183,14 @@ class MoELayer(nn.Module):
         n_tokens = x_ND.shape[0]
         routing = self.router(x_ND)
         capacity = self.capacity(n_tokens)
-        plan = plan_dispatch(routing.expert_TK, self.n_experts, capacity)
+        on_device = self._grouped_on_device(n_tokens * self.router.config.top_k, x_ND.device)
+        plan = plan_dispatch(routing.expert_TK, self.n_experts, capacity, on_device=on_device)
         weight_S = routing.weight_TK.t().reshape(-1).index_select(0, plan.assign_S)
         if self.dispatch.compute == "padded":
             y_SD = self._run_padded(x_ND, plan, capacity or 1)
+        elif on_device:  # offsets from device counts; the dropped rows join the last group
+            y_SD = self.experts.forward_grouped(x_ND.index_select(0, plan.token_S), plan.counts_E)
+            y_SD = torch.where(plan.keep_S[:, None], y_SD, 0.0)  # ... and count for nothing
         else:
             y_SD = self.experts(x_ND.index_select(0, plan.token_S), plan.counts)
         y_ND = torch.zeros_like(x_ND).index_add(0, plan.token_S, y_SD * weight_S[:, None])
@@ -160,6 +198,14 @@ class MoELayer(nn.Module):
             y_ND = y_ND + self.shared_expert(x_ND)
         aux = self.aux_loss_weight * routing.balance_loss + self.z_loss_weight * routing.z_loss
         return y_ND.view_as(x_BTD), aux, layer_stats(plan)
+
+    def _grouped_on_device(self, n_rows: int, device: torch.device) -> bool:
+        """Whether this call runs grouped_mm on local experts: then the plan stays on the
+        device (no host sync); the loop and expert parallelism need the counts on the host."""
+        experts = self.experts
+        if self.dispatch.compute != "ragged" or not isinstance(experts, GroupedExperts):
+            return False
+        return experts.resolved_compute(n_rows, device) == "grouped"
 
     def _run_padded(self, x_ND: torch.Tensor, plan: DispatchPlan, capacity: int) -> torch.Tensor:
         """Fixed shapes: gather rows into [E, C, D] (empty slots read a zero row), bmm, back."""
@@ -173,14 +219,46 @@ class MoELayer(nn.Module):
         return y_ECD.reshape(-1, d_model).index_select(0, slot_S)
 
 
-def layer_stats(plan: DispatchPlan) -> dict:
-    """Per-layer routing statistics as plain Python numbers (cheap: no extra sync)."""
-    routed = plan.routed
+class LayerStats(Mapping):
+    """Per-layer routing statistics, read as a mapping of Python numbers. They are computed
+    from the plan's device counts when first read (a host sync then, not in the forward);
+    `drop_rate_tensor` stays on the device for the trainer's logging-step reduction."""
+
+    def __init__(self, plan: DispatchPlan) -> None:
+        self.plan = plan
+        self._values: dict | None = None
+
+    @property
+    def drop_rate_tensor(self) -> torch.Tensor:
+        routed = self.plan.routed_E.sum()
+        return ((routed - self.plan.counts_E.sum()) / routed.clamp_min(1)).float()
+
+    def _read(self) -> dict:
+        if self._values is None:
+            self._values = _stats_from(self.plan.routed, self.plan.counts)
+        return self._values
+
+    def __getitem__(self, key: str):
+        return self._read()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+
+def layer_stats(plan: DispatchPlan) -> LayerStats:
+    """Per-layer routing statistics (see `LayerStats`: no sync until they are read)."""
+    return LayerStats(plan)
+
+
+def _stats_from(routed: list[int], counts: list[int]) -> dict:
     total = sum(routed)
     mean = total / len(routed)
     return {
         "tokens_per_expert": list(routed),
-        "drop_rate": (total - sum(plan.counts)) / total if total else 0.0,
+        "drop_rate": (total - sum(counts)) / total if total else 0.0,
         "balance": max(routed) / mean if total else 1.0,
         "dead_experts": sum(1 for n in routed if n == 0),
     }

@@ -86,13 +86,22 @@ class Routing:
     z_loss: torch.Tensor  # scalar, L_z above
 
 
+def count_per_expert(index_A: torch.Tensor, n: int) -> torch.Tensor:
+    """How often each of 0..n-1 occurs in `index_A` (int64, on its device). The same
+    numbers as `torch.bincount(index_A, minlength=n)` for indices < n, but without its host
+    sync: on CUDA bincount reads the maximum index back to size its output."""
+    return torch.zeros(n, dtype=torch.long, device=index_A.device).scatter_add_(
+        0, index_A, torch.ones_like(index_A)
+    )
+
+
 def load_balancing_loss(
     probs_TE: torch.Tensor, chosen_TK: torch.Tensor, count: Literal["all_k", "top1"] = "all_k"
 ) -> torch.Tensor:
     """L_bal = E * sum_e f_e * P_e (see the module docstring for f_e under each `count`)."""
     n_tokens, n_experts = probs_TE.shape
     picks = chosen_TK if count == "all_k" else chosen_TK[:, :1]
-    counts_E = torch.bincount(picks.reshape(-1), minlength=n_experts).to(probs_TE.dtype)
+    counts_E = count_per_expert(picks.reshape(-1), n_experts).to(probs_TE.dtype)
     f_E = counts_E / picks.numel()
     P_E = probs_TE.mean(dim=0)
     return n_experts * torch.sum(f_E * P_E)
@@ -134,7 +143,7 @@ class TopKRouter(nn.Module):
             expert_TK, weight_TK = self._random_second(chosen_TK, weight_TK)
         if self.training and cfg.bias_update_rate > 0:
             with torch.no_grad():
-                self.load_E += torch.bincount(chosen_TK.reshape(-1), minlength=cfg.n_experts)
+                self.load_E += count_per_expert(chosen_TK.reshape(-1), cfg.n_experts)
         balance = load_balancing_loss(probs_TE, chosen_TK, cfg.balance_count)
         return Routing(
             expert_TK=expert_TK,

@@ -42,14 +42,29 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+# ``--set SECTION.FIELD=VALUE`` changes a field of these spec sections instead of a
+# hyperparameter (e.g. a smaller world for a local run of an SMP spec).
+SPEC_SECTIONS = ("distribution", "instance")
+
+
 def apply_overrides(spec: JobSpec, pairs: list[str]) -> JobSpec:
     """The spec with ``--set`` hyperparameters merged in (values read as YAML scalars, as
-    in the file) and every spec rule checked again."""
+    in the file), ``--set distribution.X=V`` / ``instance.X=V`` set on those sections, and
+    every spec rule checked again."""
     if not pairs:
         return spec
-    values = {k: _scalar(v, f"--set {k}") for k, v in parse_overrides(pairs).items()}
+    fields = [p for p in pairs if p.partition(".")[0] in SPEC_SECTIONS and "=" in p]
+    hps = [p for p in pairs if p not in fields]
+    values = {k: _scalar(v, f"--set {k}") for k, v in parse_overrides(hps).items()}
     data = spec.model_dump(exclude_unset=True)
     data["hyperparameters"] = {**spec.hyperparameters, **values}
+    for pair in fields:
+        key, _, value = pair.partition("=")
+        section, _, name = key.partition(".")
+        if not name or "." in name:
+            raise ConfigError(f"--set {key}", value, f"{section}.FIELD=VALUE, one field deep")
+        current = data.get(section) or getattr(spec, section).model_dump()
+        data[section] = {**current, name: _scalar(value, f"--set {key}")}
     from sm_toolkit.spec.loader import validate_data
 
     return validate_data(data)

@@ -19,6 +19,7 @@ import yaml
 
 from sm_toolkit.errors import MISSING, ConfigError
 from sm_toolkit.spec.job import CHANNEL_PATTERN, ENV_KEY_PATTERN, S3_URI_PATTERN, JobSpec
+from sm_toolkit.spec.smp import check_smp
 from sm_toolkit.spec.tuning import CategoricalRange, ContinuousRange, IntegerRange, TuningSpec
 
 
@@ -46,6 +47,32 @@ RULES = (
         "torchrun-entry-point",
         "torch_distributed needs a .py entry point",
         "SDK fw_utils.validate_torch_distributed_distribution (checked even with image_uri)",
+    ),
+    Rule(
+        "smp-instance",
+        "smp (SageMaker model parallelism v2) runs only on the instance types in "
+        "data/smp_v2.yaml (P4d, P4de, P5)",
+        "AWS docs: SMP v2 supported frameworks and instance types",
+    ),
+    Rule(
+        "smp-image",
+        "with smp, image_uri is an SMP v2 image (smdistributed-modelparallel in the job's "
+        "region) whose tag is one SMP v2 publishes (data/smp_v2.yaml), or TAG-suffix for an "
+        "image built FROM it",
+        "SDK image_uri_config/pytorch-smp.json (tested against the installed SDK)",
+    ),
+    Rule(
+        "smp-degrees",
+        "hybrid_shard_degree (0 or), expert_parallel_degree and tensor_parallel_degree divide "
+        "the world size (hosts x processes per host, default the instance type's GPUs); "
+        "expert_parallel_degree divides hyperparameters.n_experts; tensor_parallel_degree 1 "
+        "for the project's entrypoints",
+        "AWS docs: SMP v2 core feature configuration parameters",
+    ),
+    Rule(
+        "smp-hyperparameters",
+        "with smp, SMP's parameter names (and mp_parameters) are not hyperparameters",
+        "SDK v2 sends the distribution's parameters as the mp_parameters hyperparameter",
     ),
     Rule(
         "keep-alive-range",
@@ -240,10 +267,12 @@ def _check_distribution(spec: JobSpec) -> None:
             spec.instance.type,
             f"{kind} runs only on {', '.join(smddp_instance_types())}",
         )
-    if kind == "torch_distributed" and not spec.entry_point.endswith(".py"):
+    if kind in ("torch_distributed", "smp") and not spec.entry_point.endswith(".py"):
         raise ConfigError(
-            "entry_point", spec.entry_point, "torch_distributed needs a Python script ending in .py"
+            "entry_point", spec.entry_point, f"{kind} needs a Python script ending in .py"
         )
+    if kind == "smp":
+        check_smp(spec, spec.distribution)
 
 
 def _check_job(spec: JobSpec) -> None:

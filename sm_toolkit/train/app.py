@@ -30,6 +30,7 @@ from sm_toolkit.train.hparams import Parser, train_config
 from sm_toolkit.train.metrics import metrics_line, write_report
 from sm_toolkit.train.parallel import ParallelDims
 from sm_toolkit.train.rules import Observations, evaluate_rules, normalise_rule_names
+from sm_toolkit.train.smp_params import apply_mp_parameters
 from sm_toolkit.train.trainer import FitResult, Trainer
 
 Builder = Callable[[Any, RuntimeEnv, distributed.DistInfo], Built]
@@ -144,6 +145,7 @@ def parallel_dims(ns: Any, dist: distributed.DistInfo, built: Built) -> Parallel
 
 def _job(name: str, parser: Parser, build: Builder, argv, environ, holder: dict) -> None:
     ns = parser.parse(argv)
+    apply_mp_parameters(ns)  # SMP v2's degrees, as SageMaker passes them, onto ours
     env = read_env(environ, local_dir=Path("runs") / Path(name).stem)
     holder["env"] = env
     rules = normalise_rule_names(env.rules)

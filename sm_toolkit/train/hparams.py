@@ -16,6 +16,7 @@ from dataclasses import fields
 
 from sm_toolkit.errors import ConfigError
 from sm_toolkit.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
+from sm_toolkit.train.smp_params import parse_mp_parameters
 
 
 def str2bool(value: str) -> bool:
@@ -143,6 +144,12 @@ def add_parallel_args(p: Parser) -> None:
         int,
         2,
         "SMP v2's prefetch horizon; validated (>= 1), torch's save_on_cpu loads on demand",
+    )
+    p.add(
+        "mp_parameters",
+        parse_mp_parameters,
+        None,
+        "SMP v2's parameters as the SDK passes them (JSON or k=v,...), each onto the same name",
     )
 
 

@@ -165,11 +165,10 @@ class BlockLMTask:
         x_BT, y_BT = (t.to(device) for t in self._block(self.train_ids, batch))
         logits_BTV, aux = model(x_BT)
         ce = F.cross_entropy(logits_BTV.float().flatten(0, 1), y_BT.flatten())
-        layers = aux.layers or [{}]
         extras = {  # tensors: the trainer reduces them on the device at logging steps
             "ce_loss": ce.detach(),
             "aux_loss": aux.loss.detach(),
-            "drop_rate": float(np.mean([s.get("drop_rate", 0.0) for s in layers])),
+            "drop_rate": _mean_drop_rate(aux.layers, ce),
         }
         return ce + aux.loss, extras
 
@@ -220,3 +219,11 @@ class BlockLMTask:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+
+def _mean_drop_rate(layers: list, like: torch.Tensor) -> torch.Tensor:
+    """The MoE layers' mean drop rate as a device tensor: read back only at logging steps."""
+    rates = [s.drop_rate_tensor for s in layers if hasattr(s, "drop_rate_tensor")]
+    if not rates:
+        return torch.zeros((), device=like.device)
+    return torch.stack(rates).mean()

@@ -101,6 +101,20 @@ def test_mpi_options_become_a_list(tmp_path):
     assert req["AlgorithmSpecification"]["ContainerEntrypoint"] == ["/bin/bash"]
 
 
+def test_smp_becomes_torchrun_with_smp_and_its_mp_parameters(tmp_path):
+    import json
+
+    spec = load_spec(ROOT / "examples" / "moe-smp.yaml")
+    distributed = _trainer(spec).distributed
+    assert isinstance(distributed, Torchrun) and distributed.process_count_per_node is None
+    assert distributed.smp.model_dump(exclude_none=True) == spec.distribution.mp_parameters()
+    req = render(spec, sdk="v3").request
+    assert json.loads(req["HyperParameters"]["mp_parameters"]) == {
+        "hybrid_shard_degree": 8, "expert_parallel_degree": 2, "tensor_parallel_degree": 1,
+        "sm_activation_offloading": True, "activation_loading_horizon": 2,
+    }  # fmt: skip
+
+
 def test_no_distribution_sends_no_distributed_driver(tmp_path):
     assert _trainer(load_spec(ROOT / "examples" / "cnn-local.yaml")).distributed is None
 

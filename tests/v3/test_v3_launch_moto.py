@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 V3_EXAMPLES = [
     "cnn-local",
     "cnn-torchrun",
+    "moe-smp",
     "tune-cnn-hyperband",
     "tune-moe-bayesian-warmstart",
     "tune-rnn-grid",
