@@ -196,13 +196,19 @@ def _load(path: str):
 
 
 def _checked_args(spec, args: argparse.Namespace):
-    """--job-name and --set pass the same validation as the file; the spec with --set."""
-    from sm_toolkit.spec.overrides import apply_overrides, check_job_name
+    """--job-name and --set pass the same validation as the file; the spec with --set, and
+    with the shell's MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_NAME when it has no tracking."""
+    from sm_toolkit.spec.overrides import (
+        apply_overrides,
+        apply_tracking_environment,
+        check_job_name,
+    )
 
     if getattr(args, "job_name", None):
         tuning = spec.tuning is not None and args.command in ("render", "launch", "tune")
         check_job_name(args.job_name, tuning=tuning)
-    return apply_overrides(spec, getattr(args, "set", None) or [])
+    spec = apply_overrides(spec, getattr(args, "set", None) or [])
+    return apply_tracking_environment(spec, os.environ)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
