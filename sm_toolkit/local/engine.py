@@ -75,7 +75,7 @@ class TrainingJob:
         events: JobEvents | None = None,
         interrupt_after: float | None = None,
         stop_grace: float = contract.STOP_GRACE_SECONDS,
-        tracking_parent: str | None = None,
+        tracking_parent: tracking.ParentRun | None = None,
     ) -> None:
         self.plan = plan_from_request(request, region=_region())
         self.backend = get_backend(backend, image=image)
@@ -95,8 +95,11 @@ class TrainingJob:
         self.notes = list(self.plan.notes)
         self.notes_not_uploaded: list[str] = []
         # Checked now (a bad MLFLOW_TRACKING_URI is the caller's mistake); opened in _run.
+        target = tracking.target_for(self.plan.environment, self.workdir)
+        if tracking_parent is not None:
+            target = tracking_parent.target
         self.tracking = tracking.JobTracking(
-            self.plan, tracking.target_for(self.plan.environment, self.workdir), tracking_parent
+            self.plan, target, tracking_parent.run_id if tracking_parent else None
         )
 
     # -- public ------------------------------------------------------------------------
@@ -407,7 +410,7 @@ def run_training_job(
     on_line: Callable[[str], None] | None = None,
     stop_event: threading.Event | None = None,
     interrupt_after: float | None = None,
-    tracking_parent: str | None = None,
+    tracking_parent: tracking.ParentRun | None = None,
 ) -> dict[str, Any]:
     """Run one CreateTrainingJob request to the end; return its DescribeTrainingJob document.
 

@@ -69,6 +69,15 @@ class TrackingTarget:
     artifact_root: str | None = None  # for a new experiment in a local store
 
 
+@dataclass(frozen=True)
+class ParentRun:
+    """A run that a job's run becomes a child of (a tuning job's), and the store it is in
+    (a tuning job's trials log where their parent does)."""
+
+    run_id: str
+    target: TrackingTarget
+
+
 def target_for(environment: dict[str, str], workdir: Path | str) -> TrackingTarget:
     """The tracking target of a request's Environment (pure apart from resolving paths);
     ConfigError names a value MLflow could not use."""
