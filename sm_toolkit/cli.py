@@ -116,6 +116,13 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("demo", help="train the CNN locally against an embedded S3 (no AWS)")
 
+    ui = sub.add_parser(
+        "ui",
+        help="the MLflow UI of the local runs (the workdir's embedded store), on 127.0.0.1",
+    )
+    ui.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    ui.add_argument("--port", type=int, default=5000)
+
     se = sub.add_parser(
         "serve",
         help="a local SageMaker endpoint on 127.0.0.1: clients with "
@@ -218,6 +225,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_demo()
     if args.command == "serve":
         return _serve(args)
+    if args.command == "ui":
+        return _ui(args)
     if args.command == "run" and args.request:
         if not args.local:
             raise ConfigError("--request", args.request, "runs with --local (this machine)")
@@ -261,6 +270,32 @@ def _serve(args: argparse.Namespace) -> int:
             port=args.port, backend=args.backend, workdir=args.workdir, s3=args.s3, image=args.image
         )
     )
+
+
+def _ui(args: argparse.Namespace) -> int:
+    """``mlflow server`` on the embedded store, until Ctrl-C."""
+    import importlib.util
+    import signal
+    import subprocess
+
+    from sm_toolkit.local import tracking
+
+    if not 1 <= args.port <= 65535:
+        raise ConfigError("--port", args.port, "a TCP port, 1-65535")
+    store = args.workdir.resolve() / tracking.STORE_DIR / tracking.DB_FILE
+    if not store.is_file():
+        raise ConfigError(
+            "--workdir", str(args.workdir), f"a work folder with local runs; no {store} yet"
+        )
+    if importlib.util.find_spec("mlflow") is None:
+        raise LocalRunError("sm-toolkit ui needs mlflow; pip install 'sm-toolkit[tracking]'")
+    print(f"sm-toolkit: MLflow UI of {store} at http://127.0.0.1:{args.port}", file=sys.stderr)
+    proc = subprocess.Popen(tracking.ui_command(args.workdir, args.port))
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())  # the server ends with us
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:  # Ctrl-C reached the server too (same process group)
+        return proc.wait()
 
 
 def _validate(spec, path: str, sdk: str | None) -> int:

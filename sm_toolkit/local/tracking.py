@@ -112,6 +112,20 @@ def _resolved(raw: str, experiment: str) -> TrackingTarget:
     return TrackingTarget(path.as_uri(), experiment, False)
 
 
+def ui_command(workdir: Path | str, port: int) -> list[str]:
+    """``mlflow server`` on the work folder's embedded store, bound to 127.0.0.1 only (the
+    same as ``mlflow ui --backend-store-uri sqlite:///<workdir>/mlflow/mlflow.db``)."""
+    import sys
+
+    root = Path(workdir).resolve() / STORE_DIR
+    return [
+        sys.executable, "-m", "mlflow", "server",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", default_uri(workdir),
+        "--artifacts-destination", str(root / ARTIFACTS_DIR),
+    ]  # fmt: skip
+
+
 def client_for(target: TrackingTarget):
     """An MlflowClient on the target (its experiment made if missing); returns the client
     and the experiment id."""
