@@ -82,6 +82,11 @@ def _parser() -> argparse.ArgumentParser:
         help="docker backend: run this image instead of the request's "
         "TrainingImage (e.g. sm-toolkit:latest from `make build`)",
     )
+    ru.add_argument(
+        "--network",
+        help="docker backend: a Docker network of yours that the job's containers also "
+        "join (where an MLflow server or another service of yours runs)",
+    )
     ru.add_argument("--job-name")
     _sdk_option(ru)
     ru.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
@@ -451,6 +456,7 @@ def _run_local(request: dict, args: argparse.Namespace) -> int:
             on_line=echo,
             stop_event=stop,
             interrupt_after=args.interrupt_after,
+            network=args.network,
         )
     finally:
         for sig, handler in previous.items():

@@ -76,9 +76,10 @@ class TrainingJob:
         interrupt_after: float | None = None,
         stop_grace: float = contract.STOP_GRACE_SECONDS,
         tracking_parent: tracking.ParentRun | None = None,
+        network: str | None = None,
     ) -> None:
         self.plan = plan_from_request(request, region=_region())
-        self.backend = get_backend(backend, image=image)
+        self.backend = get_backend(backend, image=image, network=network)
         self.backend.check(self.plan)
         self.name = self.plan.name
         self.workdir = Path(workdir).resolve()
@@ -411,6 +412,7 @@ def run_training_job(
     stop_event: threading.Event | None = None,
     interrupt_after: float | None = None,
     tracking_parent: tracking.ParentRun | None = None,
+    network: str | None = None,
 ) -> dict[str, Any]:
     """Run one CreateTrainingJob request to the end; return its DescribeTrainingJob document.
 
@@ -431,6 +433,7 @@ def run_training_job(
         events=JobEvents(on_line=line),
         interrupt_after=interrupt_after,
         tracking_parent=tracking_parent,
+        network=network,
     )
     multi[0] = job.plan.instance_count > 1
     job.start()

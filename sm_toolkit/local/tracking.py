@@ -213,6 +213,21 @@ def end_tags(doc: dict[str, Any]) -> dict[str, str]:
     return tags
 
 
+def _unresolved_host(uri: str) -> str | None:
+    """The host of an http(s) URI that this machine cannot resolve (MLflow would retry it
+    for minutes), else None."""
+    import socket
+
+    if not uri.startswith(("http://", "https://")):
+        return None
+    host = urlparse(uri).hostname or ""
+    try:
+        socket.getaddrinfo(host, None)
+    except OSError:
+        return host
+    return None
+
+
 @dataclass
 class JobTracking:
     """The engine's MLflow run of one job: opened before the hosts start, filled at the end."""
@@ -227,6 +242,10 @@ class JobTracking:
 
     def open(self) -> dict[str, str]:
         """Make the run; returns the variables the job's containers get. Never raises."""
+        unknown = _unresolved_host(self.target.uri)
+        if unknown:  # a name on the user's Docker network: the job's own code logs its run
+            self.problem = f"{unknown} does not resolve here (the job's code may log its own run)"
+            return {}
         try:
             client, experiment_id = client_for(self.target)
             tags = start_tags(self.plan)

@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -151,3 +152,88 @@ def test_a_docker_backend_job_is_one_run_in_the_work_folders_store(image, bucket
     assert run.data.params == {k: str(v) for k, v in HPS.items()}
     # The store is a file on this machine: the container was not told about it.
     assert "sm-toolkit.model_family" not in run.data.tags
+
+
+HOST_SITE = Path(mlflow.__file__).resolve().parents[1]  # this venv's site-packages
+
+
+@pytest.fixture
+def mlflow_on_docker_network(image, tmp_path):
+    """An MLflow server as a container of the project's image on an --internal Docker network
+    this test creates (name `mlflow` there), with its SQLite store and artifacts in a folder
+    of this machine. The image has only mlflow-skinny (no server), so the server side of
+    this test venv's mlflow is mounted read-only beside it; nothing is published to a host
+    port: the test reads the store from its folder."""
+    tag = uuid.uuid4().hex[:8]
+    network, server = f"smtk-test-mlflow-{tag}", f"smtk-test-mlflow-server-{tag}"
+    root = tmp_path / "server"
+    root.mkdir()
+    subprocess.run(["docker", "network", "create", "--internal", network], check=True)
+    try:
+        subprocess.run(
+            ["docker", "run", "-d", "--name", server, "--network", network]
+            + ["--network-alias", "mlflow", "-v", f"{root}:/srv", "-v", f"{HOST_SITE}:/hostsite:ro"]
+            + ["-e", "PYTHONPATH=/hostsite", "--entrypoint", "python3", image, "-m", "mlflow"]
+            + ["server", "--host", "0.0.0.0", "--port", "5000", "--workers", "1"]
+            + ["--backend-store-uri", "sqlite:////srv/db.sqlite"]
+            + ["--artifacts-destination", "/srv/artifacts"]
+            + ["--allowed-hosts", "mlflow:5000,mlflow,127.0.0.1:5000"],
+            check=True,
+            capture_output=True,
+        )
+        probe = "import urllib.request as u; u.urlopen('http://127.0.0.1:5000/health', timeout=5)"
+        for _ in range(120):
+            done = subprocess.run(["docker", "exec", server, "python3", "-c", probe],
+                                  capture_output=True)  # fmt: skip
+            if done.returncode == 0:
+                break
+            time.sleep(1)
+        else:
+            logs = subprocess.run(["docker", "logs", server], capture_output=True, text=True)
+            raise AssertionError("the MLflow server did not start: " + logs.stderr[-2000:])
+        yield network, root
+    finally:
+        subprocess.run(["docker", "rm", "-f", server], capture_output=True)
+        subprocess.run(["docker", "network", "rm", network], capture_output=True)
+
+
+def test_a_docker_backend_job_logs_from_its_container_to_a_server_on_the_users_network(
+    image, bucket, tmp_path, mlflow_on_docker_network
+):
+    """`run --local --backend docker --network N` with tracking.uri http://mlflow:5000: the
+    name resolves only on N, so the engine leaves the run to the job, whose trainer starts and
+    fills it from inside the container, through N, as it would on SageMaker."""
+    import yaml
+
+    network, server_root = mlflow_on_docker_network
+    s3 = __import__("boto3").client("s3", region_name="us-east-1")
+    s3.upload_file(str(write_digits_npz(tmp_path / "data")), bucket, "data/digits/digits.npz")
+    spec = {
+        "name": "cnn-docker-tracked",
+        "entry_point": "train_cnn.py",
+        "hyperparameters": HPS,
+        "image_uri": image,
+        "role": "arn:aws:iam::123456789012:role/SageMakerTrainingRole",
+        "instance": {"type": "ml.c5.xlarge"},
+        "inputs": {"train": f"s3://{bucket}/data/digits"},
+        "output_path": f"s3://{bucket}/output",
+        "tracking": {"uri": "http://mlflow:5000", "experiment": "docker-team"},
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    command = [sys.executable, "-m", "sm_toolkit.cli", "run", str(path), "--local"]
+    command += ["--backend", "docker", "--network", network, "--job-name", "cnn-docker-1"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "mlflow does not resolve here" in done.stdout
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{server_root}/db.sqlite")
+    experiment = client.get_experiment_by_name("docker-team")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.run_name == "cnn-docker-1" and run.info.status == "FINISHED"
+    assert run.data.params == {k: str(v) for k, v in HPS.items()}
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val:loss")] == [1, 2]
+    assert run.data.tags["sm-toolkit.model_family"] == "cnn"
+    stored = {p.relative_to(server_root / "artifacts").as_posix()
+              for p in (server_root / "artifacts").rglob("*") if p.is_file()}  # fmt: skip
+    assert any(p.endswith("artifacts/model/model.pt") for p in stored), stored
+    assert not (tmp_path / ".sm-toolkit" / "mlflow").exists()  # nothing in the local store

@@ -68,15 +68,21 @@ def pump(stream, host: Host, on_line: LineSink, log_path: Path) -> threading.Thr
     return thread
 
 
-def get_backend(name: str, *, image: str | None = None) -> Backend:
+def get_backend(name: str, *, image: str | None = None, network: str | None = None) -> Backend:
+    """The backend ``name``; ``network`` (docker only) is a Docker network of the user's that
+    every host joins besides the job's own, e.g. where an MLflow server runs."""
     if name == "process":
         from sm_toolkit.local.backends.process import ProcessBackend
 
+        if network is not None:
+            from sm_toolkit.errors import ConfigError
+
+            raise ConfigError("--network", network, "with --backend docker (a Docker network)")
         return ProcessBackend()
     if name == "docker":
         from sm_toolkit.local.backends.docker import DockerBackend
 
-        return DockerBackend(image=image)
+        return DockerBackend(image=image, network=network)
     from sm_toolkit.errors import ConfigError
 
     raise ConfigError("--backend", name, "process or docker")

@@ -50,8 +50,9 @@ class DockerBackend:
     name = "docker"
     network_interface = "eth0"
 
-    def __init__(self, image: str | None = None) -> None:
+    def __init__(self, image: str | None = None, network: str | None = None) -> None:
         self.image_override = image
+        self.user_network = network  # joined besides the job's own (the user's services)
         self._adopted: dict | None = None
         self._containers: list[str] = []
         self._network: str | None = None
@@ -77,6 +78,10 @@ class DockerBackend:
                 "an image on this machine (`make build` makes sm-toolkit:latest; or --image)",
             )
         self._ours = OUR_ENTRYPOINT in (found.stdout or "")
+        if self.user_network is not None:
+            there = docker("network", "inspect", self.user_network, check=False)
+            if there.returncode != 0:
+                raise ConfigError("--network", self.user_network, "an existing Docker network")
 
     # -- hosts -------------------------------------------------------------------------
     def layout(self, plan: JobPlan, job_dir: Path, attempt: int) -> list[Host]:
@@ -155,6 +160,8 @@ class DockerBackend:
             "-c",
             KEEPER,
         )
+        if self.user_network is not None:
+            docker("network", "connect", self.user_network, name)
         return name
 
     # -- warm pools --------------------------------------------------------------------
