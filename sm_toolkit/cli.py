@@ -156,6 +156,11 @@ def _sdk_option(p: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     # The v2 SDK is pinned on purpose; its deprecation banner and config chatter are noise.
     os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+    # MLflow's usage telemetry goes to its own servers: off for what sm-toolkit runs (set the
+    # variable to false to allow it), as the SageMaker SDK's is with a custom endpoint.
+    from sm_toolkit.contract import MLFLOW_TELEMETRY_OPT_OUT_ENV
+
+    os.environ.setdefault(MLFLOW_TELEMETRY_OPT_OUT_ENV, "true")
     args = _parser().parse_args(argv)
     _quiet_logs(args.verbose)
     try:

@@ -55,6 +55,9 @@ MLFLOW_TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 MLFLOW_EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_NAME"
 MLFLOW_RUN_ID_ENV = "MLFLOW_RUN_ID"
 MLFLOW_ENV = (MLFLOW_TRACKING_URI_ENV, MLFLOW_EXPERIMENT_ENV, MLFLOW_RUN_ID_ENV)
+# MLflow 3 sends usage telemetry to its own servers unless this is true; sm-toolkit sets it
+# for what it runs (the CLI, local jobs), as it opts out of the SageMaker SDK's.
+MLFLOW_TELEMETRY_OPT_OUT_ENV = "MLFLOW_DISABLE_TELEMETRY"
 DEFAULT_EXPERIMENT = "sm-toolkit"
 # The run tag that names the training job (set by the engine locally, by the trainer on AWS).
 MLFLOW_JOB_NAME_TAG = "sagemaker.training_job_name"

@@ -164,8 +164,9 @@ class TrainingJob:
         env = self.tracking.open()
         if self.tracking.problem:
             self._line("engine", f"[sm-toolkit] tracking off: {self.tracking.problem}")
-            return
-        merged = {**self.plan.environment, **env}
+        # MLflow's telemetry goes to its own servers: off in local jobs unless the request says.
+        opt_out = {contract.MLFLOW_TELEMETRY_OPT_OUT_ENV: "true"}
+        merged = {**opt_out, **self.plan.environment, **env}
         self.plan = dataclasses.replace(self.plan, environment=merged)
         self.tracking.plan = self.plan
 

@@ -92,6 +92,7 @@ def test_the_trainer_in_the_image_owns_its_run_as_on_sagemaker(image, tmp_path):
         "MLFLOW_TRACKING_URI": "file:///opt/ml/output/data/mlruns",
         "MLFLOW_EXPERIMENT_NAME": "on-sagemaker",
         "MLFLOW_ALLOW_FILE_STORE": "true",  # MLflow 3 keeps its file store for opt-ins only
+        "MLFLOW_DISABLE_TELEMETRY": "true",
         "TRAINING_JOB_NAME": "cnn-on-aws",
     }
     cmd = ["docker", "run", "--rm", "--name", name, "--network", "none", "--hostname", "algo-1"]
@@ -173,7 +174,8 @@ def mlflow_on_docker_network(image, tmp_path):
         subprocess.run(
             ["docker", "run", "-d", "--name", server, "--network", network]
             + ["--network-alias", "mlflow", "-v", f"{root}:/srv", "-v", f"{HOST_SITE}:/hostsite:ro"]
-            + ["-e", "PYTHONPATH=/hostsite", "--entrypoint", "python3", image, "-m", "mlflow"]
+            + ["-e", "PYTHONPATH=/hostsite", "-e", "MLFLOW_DISABLE_TELEMETRY=true"]
+            + ["--entrypoint", "python3", image, "-m", "mlflow"]
             + ["server", "--host", "0.0.0.0", "--port", "5000", "--workers", "1"]
             + ["--backend-store-uri", "sqlite:////srv/db.sqlite"]
             + ["--artifacts-destination", "/srv/artifacts"]

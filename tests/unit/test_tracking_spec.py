@@ -155,3 +155,20 @@ def test_hyperparameters_split_into_the_users_params_and_sagemakers_tags():
     params, own = contract.split_hyperparameters(hps)
     assert params == {"epochs": "12", "optimizer": "adam", "flag": "true"}
     assert own == {"sagemaker_program": "train_cnn.py", "_tuning_objective_metric": "val:loss"}
+
+
+def test_new_embedded_stores_are_mlflows_own_and_each_keeps_its_artifacts(tmp_path):
+    """Two work folders in one process: the second store is a copy of an empty one MLflow
+    made (its migrations take seconds), with its own artifact folder and no Default
+    experiment pointing elsewhere."""
+    mlflow = pytest.importorskip("mlflow")
+    for name in ("a", "b"):
+        target = tracking.target_for({}, tmp_path / name)
+        client, experiment = tracking.client_for(target)
+        run = client.create_run(experiment, run_name=f"job-{name}")
+        (tmp_path / "f.txt").write_text(name)
+        client.log_artifact(run.info.run_id, str(tmp_path / "f.txt"))
+        found = mlflow.MlflowClient(tracking_uri=target.uri).search_experiments()
+        assert [e.name for e in found] == ["sm-toolkit"]  # no Default experiment
+        stored = tmp_path / name / "mlflow" / "artifacts"
+        assert [p.read_text() for p in stored.rglob("f.txt")] == [name]
