@@ -8,7 +8,8 @@ an ARN of a training job instead of a tracking server; tracking.experiment "", "
 a newline inside, 600 characters; tracking.uri given twice (field and environment); a bad
 environment.MLFLOW_TRACKING_URI; a bad MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_NAME in the
 user's shell; a request (run --local --request) with a bad Environment MLFLOW_TRACKING_URI
-and one with an empty MLFLOW_EXPERIMENT_NAME.
+and one with an empty MLFLOW_EXPERIMENT_NAME; --network with the process backend; `ui` with
+port 0 and 70000.
 """
 
 from __future__ import annotations
@@ -172,3 +173,13 @@ def test_new_embedded_stores_are_mlflows_own_and_each_keeps_its_artifacts(tmp_pa
         assert [e.name for e in found] == ["sm-toolkit"]  # no Default experiment
         stored = tmp_path / name / "mlflow" / "artifacts"
         assert [p.read_text() for p in stored.rglob("f.txt")] == [name]
+
+
+def test_network_is_for_the_docker_backend_and_ui_takes_a_real_port(tmp_path):
+    request = json.loads((ROOT / "tests/golden/cnn-local.json").read_text())
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(request))
+    ran = cli("run", "--local", "--request", str(path), "--network", "mine")
+    ran.assert_one_line_refusal("--network", "--backend docker")
+    for port in ("0", "70000"):
+        cli("ui", "--port", port, "--workdir", str(tmp_path)).assert_one_line_refusal("--port")

@@ -21,6 +21,7 @@ from typing import Any
 
 import optuna
 
+from sm_toolkit.errors import ConfigError
 from sm_toolkit.local.tuning import report, search, store, study_store
 from sm_toolkit.local.tuning import tracking as tuning_tracking
 from sm_toolkit.local.tuning.completion import CompletionTracker
@@ -132,7 +133,8 @@ def run_local_tuning(
             )
             study_store.note_parent_trials(opened.study, summary.added)
             opened.parent_trials = summary.added
-        if run_job is _default_run_job if tracking is None else tracking:
+        enabled = (run_job is _default_run_job) if tracking is None else tracking
+        if enabled:
             runs = _open_runs(request, tuning, Path(workdir), opened, log)
             ctx = dataclasses.replace(ctx, tracking_parent=runs and runs.parent)
         else:
@@ -163,7 +165,9 @@ def _open_runs(request, tuning, workdir: Path, opened, log: Log):
         runs = tuning_tracking.open_tuning_runs(
             request, tuning, workdir, opened.study, resume=opened.resumed
         )
-    except Exception as err:  # noqa: BLE001 - tracking never stops a tuning job
+    except ConfigError:  # a bad MLFLOW_* value in the request: the caller's mistake
+        raise
+    except Exception as err:  # noqa: BLE001 - a store problem never stops a tuning job
         log(f"[tune] tracking off: {type(err).__name__}: {err}"[:300])
         return None
     if runs is None:
