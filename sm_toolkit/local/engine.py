@@ -114,7 +114,8 @@ class TrainingJob:
         return self.record.document()
 
     def stop(self) -> None:
-        if not self._done.is_set():
+        # Not once the status is final (the job may still be closing its MLflow run).
+        if not self._done.is_set() and self.record.status == "InProgress":
             self.record.move("Stopping", status="Stopping")
         self._stop.set()
 
