@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,23 +34,60 @@ MODEL_FILES = ("model.pt", "model_config.json")
 
 
 class RunLog:
-    """The run this container logs to; made by :func:`open_run` (None when not tracking)."""
+    """The run this container logs to; made by :func:`open_run` (None when not tracking).
 
-    def __init__(self, mlflow: Any, run_id: str, owned: bool) -> None:
-        self._mlflow, self.run_id, self.owned = mlflow, run_id, owned
-        self._client = mlflow.MlflowClient()
+    MLflow is imported, and an owned run started, in a background thread while the model
+    trains (the import alone costs 1-3 s a job); everything is logged at the end."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.uri = environ[contract.MLFLOW_TRACKING_URI_ENV]
+        self.run_id = environ.get(contract.MLFLOW_RUN_ID_ENV) or None
+        self.owned = self.run_id is None  # no engine made the run: SageMaker's case
+        experiment = environ.get(contract.MLFLOW_EXPERIMENT_ENV)
+        self._experiment = experiment or contract.DEFAULT_EXPERIMENT
+        self._job = environ.get(contract.JOB_NAME_ENV) or "local"
+        self._facts: dict[str, str] = {}
+        self._client: Any = None
+        self._problem: str | None = None
+        self._ready = threading.Thread(target=self._connect, name="mlflow-connect", daemon=True)
+        self._ready.start()
+
+    def _connect(self) -> None:
+        try:
+            import mlflow
+        except ImportError:
+            self._problem = f"mlflow is not installed; not logging to {self.uri}"
+            return
+        try:
+            self._client = mlflow.MlflowClient(tracking_uri=self.uri)
+            if self.owned:
+                found = self._client.get_experiment_by_name(self._experiment)
+                experiment = (
+                    found.experiment_id if found else self._client.create_experiment(
+                        self._experiment)
+                )  # fmt: skip
+                tags = {contract.MLFLOW_JOB_NAME_TAG: self._job}
+                run = self._client.create_run(experiment, run_name=self._job, tags=tags)
+                self.run_id = run.info.run_id
+        except Exception as err:  # noqa: BLE001 - an unreachable store must not stop training
+            self._client = None
+            self._problem = f"not logging to {self.uri}: {type(err).__name__}: {err}"
 
     def facts(self, facts: Mapping[str, Any]) -> None:
-        """Tags about the job that only the container knows."""
-        from mlflow.entities import RunTag
-
-        self._client.log_batch(
-            self.run_id, tags=[RunTag(f"sm-toolkit.{k}", str(v)) for k, v in facts.items()]
-        )
+        """Tags about the job that only the container knows (logged at the end)."""
+        self._facts.update({f"sm-toolkit.{k}": str(v) for k, v in facts.items()})
 
     def finish(self, history: list[dict[str, float]], base_dir: Path, model_dir: Path,
                output_dir: Path) -> None:  # fmt: skip
-        """What the run needs at the end of training; all of it only for an owned run."""
+        """The facts; for an owned run also the hyperparameters, metrics, plots and model."""
+        self._ready.join(timeout=120)  # the import and the run, made while the model trained
+        if self._client is None:
+            print(f"[tracking] {self._problem or 'MLflow not ready'}"[:300], file=sys.stderr)
+            return
+        from mlflow.entities import RunTag
+
+        tags = [RunTag(k, v) for k, v in self._facts.items()]
+        self._client.log_batch(self.run_id, tags=tags)
         if self.owned:
             self._log_everything(history, base_dir, model_dir, output_dir)
             self._client.set_terminated(self.run_id, "FINISHED")
@@ -78,32 +116,10 @@ class RunLog:
 
 
 def open_run(environ: Mapping[str, str], is_main: bool) -> RunLog | None:
-    """The run to log to, on rank 0 with a tracking URI; else None. Never raises: a
-    tracking problem is one line on stderr and the job trains on."""
-    uri = environ.get(contract.MLFLOW_TRACKING_URI_ENV)
-    if not uri or not is_main:
+    """The run to log to, on rank 0 with a tracking URI; else None. Returns at once."""
+    if not environ.get(contract.MLFLOW_TRACKING_URI_ENV) or not is_main:
         return None
-    try:
-        import mlflow
-    except ImportError:
-        print(f"[tracking] mlflow is not installed; not logging to {uri}", file=sys.stderr)
-        return None
-    try:
-        mlflow.set_tracking_uri(uri)
-        run_id = environ.get(contract.MLFLOW_RUN_ID_ENV)
-        if run_id:
-            return RunLog(mlflow, run_id, owned=False)
-        name = environ.get(contract.MLFLOW_EXPERIMENT_ENV) or contract.DEFAULT_EXPERIMENT
-        experiment = mlflow.set_experiment(name)
-        job = environ.get(contract.JOB_NAME_ENV) or "local"
-        run = mlflow.MlflowClient().create_run(
-            experiment.experiment_id, run_name=job, tags={contract.MLFLOW_JOB_NAME_TAG: job}
-        )
-        return RunLog(mlflow, run.info.run_id, owned=True)
-    except Exception as err:  # noqa: BLE001 - an unreachable store must not stop training
-        print(f"[tracking] not logging to {uri}: {type(err).__name__}: {err}"[:300],
-              file=sys.stderr)  # fmt: skip
-        return None
+    return RunLog(environ)
 
 
 def safely(action, *args: Any) -> None:
