@@ -88,6 +88,11 @@ def _parser() -> argparse.ArgumentParser:
         help="docker backend: run this image instead of the request's "
         "TrainingImage (e.g. sm-toolkit:latest from `make build`)",
     )
+    ru.add_argument(
+        "--network",
+        help="docker backend: a Docker network of yours that the job's containers also "
+        "join (where an MLflow server or another service of yours runs)",
+    )
     ru.add_argument("--job-name")
     _sdk_option(ru)
     ru.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
@@ -122,6 +127,13 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("demo", help="train the CNN locally against an embedded S3 (no AWS)")
 
+    ui = sub.add_parser(
+        "ui",
+        help="the MLflow UI of the local runs (the workdir's embedded store), on 127.0.0.1",
+    )
+    ui.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    ui.add_argument("--port", type=int, default=5000)
+
     se = sub.add_parser(
         "serve",
         help="a local SageMaker endpoint on 127.0.0.1: clients with "
@@ -150,6 +162,11 @@ def _sdk_option(p: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     # The v2 SDK is pinned on purpose; its deprecation banner and config chatter are noise.
     os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+    # MLflow's usage telemetry goes to its own servers: off for what sm-toolkit runs (set the
+    # variable to false to allow it), as the SageMaker SDK's is with a custom endpoint.
+    from sm_toolkit.contract import MLFLOW_TELEMETRY_OPT_OUT_ENV
+
+    os.environ.setdefault(MLFLOW_TELEMETRY_OPT_OUT_ENV, "true")
     args = _parser().parse_args(argv)
     _quiet_logs(args.verbose)
     try:
@@ -202,22 +219,31 @@ def _load(path: str):
 
 
 def _checked_args(spec, args: argparse.Namespace):
-    """--job-name and --set pass the same validation as the file; the spec with --set."""
-    from sm_toolkit.spec.overrides import apply_overrides, check_job_name
+    """--job-name and --set pass the same validation as the file; the spec with --set, and
+    with the shell's MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_NAME when it has no tracking."""
+    from sm_toolkit.spec.overrides import (
+        apply_overrides,
+        apply_tracking_environment,
+        check_job_name,
+    )
 
     if getattr(args, "job_name", None):
         tuning = spec.tuning is not None and args.command in ("render", "launch", "tune")
         check_job_name(args.job_name, tuning=tuning)
-    return apply_overrides(spec, getattr(args, "set", None) or [])
+    spec = apply_overrides(spec, getattr(args, "set", None) or [])
+    return apply_tracking_environment(spec, os.environ)
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _no_spec_command(args: argparse.Namespace) -> int | None:
+    """The commands that take no job spec: their exit code, or None for the others."""
     if args.command == "demo":
         from sm_toolkit.local.demo import run_demo
 
         return run_demo()
     if args.command == "serve":
         return _serve(args)
+    if args.command == "ui":
+        return _ui(args)
     if args.command == "run" and args.from_job:
         return _replay(args)
     if args.command == "run" and args.request:
@@ -228,6 +254,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         raise ConfigError(
             "spec", MISSING, "give a job spec, or --request FILE or --from-job NAME with --local"
         )
+    return None
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    done = _no_spec_command(args)
+    if done is not None:
+        return done
     spec = _checked_args(_load(args.spec), args)  # --set applied, --job-name checked
     if args.command == "validate":
         return _validate(spec, args.spec, args.sdk)
@@ -288,6 +321,32 @@ def _replay(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return _run_local(replay.request, args)
+
+
+def _ui(args: argparse.Namespace) -> int:
+    """``mlflow server`` on the embedded store, until Ctrl-C."""
+    import importlib.util
+    import signal
+    import subprocess
+
+    from sm_toolkit.local import tracking
+
+    if not 1 <= args.port <= 65535:
+        raise ConfigError("--port", args.port, "a TCP port, 1-65535")
+    store = args.workdir.resolve() / tracking.STORE_DIR / tracking.DB_FILE
+    if not store.is_file():
+        raise ConfigError(
+            "--workdir", str(args.workdir), f"a work folder with local runs; no {store} yet"
+        )
+    if importlib.util.find_spec("mlflow") is None:
+        raise LocalRunError("sm-toolkit ui needs mlflow; pip install 'sm-toolkit[tracking]'")
+    print(f"sm-toolkit: MLflow UI of {store} at http://127.0.0.1:{args.port}", file=sys.stderr)
+    proc = subprocess.Popen(tracking.ui_command(args.workdir, args.port))
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())  # the server ends with us
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:  # Ctrl-C reached the server too (same process group)
+        return proc.wait()
 
 
 def _validate(spec, path: str, sdk: str | None) -> int:
@@ -444,6 +503,7 @@ def _run_local(request: dict, args: argparse.Namespace) -> int:
             on_line=echo,
             stop_event=stop,
             interrupt_after=args.interrupt_after,
+            network=args.network,
         )
     finally:
         for sig, handler in previous.items():

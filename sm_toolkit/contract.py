@@ -7,6 +7,9 @@ limits themselves. Plain constants only: importing this module does nothing.
 
 from __future__ import annotations
 
+import json
+import re
+
 # --- paths inside a training container (relative ones are under OPT_ML) -------------------
 OPT_ML = "/opt/ml"
 HYPERPARAMETERS_FILE = "input/config/hyperparameters.json"
@@ -44,6 +47,47 @@ RULES_ENV = "SM_TOOLKIT_RULES"
 MASTER_PORT_ENV = "SM_TOOLKIT_MASTER_PORT"
 DEFAULT_MASTER_PORT = "7777"
 
+# --- experiment tracking: MLflow's own variable names ---------------------------------
+# The tracking URI and experiment reach the container in the request's Environment (the
+# builders render them there); the local engine adds the run it made for the job, so the
+# code in the container logs into that run instead of starting a second one.
+MLFLOW_TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+MLFLOW_EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_NAME"
+MLFLOW_RUN_ID_ENV = "MLFLOW_RUN_ID"
+MLFLOW_ENV = (MLFLOW_TRACKING_URI_ENV, MLFLOW_EXPERIMENT_ENV, MLFLOW_RUN_ID_ENV)
+# MLflow 3 sends usage telemetry to its own servers unless this is true; sm-toolkit sets it
+# for what it runs (the CLI, local jobs), as it opts out of the SageMaker SDK's.
+MLFLOW_TELEMETRY_OPT_OUT_ENV = "MLFLOW_DISABLE_TELEMETRY"
+DEFAULT_EXPERIMENT = "sm-toolkit"
+# The run tag that names the training job (set by the engine locally, by the trainer on AWS).
+MLFLOW_JOB_NAME_TAG = "sagemaker.training_job_name"
+# What a tracking URI may be: a path or file: URI, an MLflow server over HTTP(S), a
+# SQLAlchemy SQLite store, Databricks, or a SageMaker managed MLflow tracking server ARN
+# (resolved by the sagemaker-mlflow plugin).
+TRACKING_URI_FORMS = (
+    r"(?:file:)?/?[^:\s]+",
+    r"https?://[^\s/]+(?:/\S*)?",
+    r"sqlite:///\S+",
+    r"databricks(?:://[A-Za-z0-9_.\-]+)?",
+    r"arn:aws[a-z\-]*:sagemaker:[a-z]{2}(?:-[a-z]+)+-\d:\d{12}:mlflow-tracking-server/"
+    r"[a-zA-Z0-9](?:-*[a-zA-Z0-9]){0,255}",
+)
+TRACKING_URI_HINT = (
+    "a path, file:/path, http(s)://host[:port], sqlite:///path, databricks, or a SageMaker "
+    "MLflow tracking server ARN arn:aws:sagemaker:<region>:<account>:mlflow-tracking-server/<name>"
+)
+
+
+def tracking_uri_ok(uri: str) -> bool:
+    """Whether ``uri`` is one of TRACKING_URI_FORMS (the whole string)."""
+    return any(re.fullmatch(form, uri) for form in TRACKING_URI_FORMS)
+
+
+def experiment_name_ok(name: str) -> bool:
+    """An MLflow experiment name: not empty, no surrounding spaces, no control characters."""
+    return bool(name) and name == name.strip() and all(c.isprintable() for c in name)
+
+
 # --- reserved hyperparameters (sagemaker-training's framework parameters) --------------
 RESERVED_PREFIX = "sagemaker_"
 HP_PROGRAM = "sagemaker_program"
@@ -61,6 +105,22 @@ HP_TUNING_OBJECTIVE = "_tuning_objective_metric"  # added by AMT to every trial
 V3_DRIVERS_CHANNEL = "sm_drivers"
 V3_CODE_CHANNEL = "code"
 
+
+def split_hyperparameters(hps: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(the user's, SageMaker's and AMT's own) hyperparameters, each as the script receives
+    it: the JSON string quotes of the SDK's encoding removed (``'"adam"'`` -> ``adam``)."""
+    user, own = {}, {}
+    for key, raw in hps.items():
+        value = raw
+        if raw.startswith('"'):
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                pass
+        value = value if isinstance(value, str) else raw
+        ours = key.startswith((RESERVED_PREFIX, "_"))  # sagemaker_*, _tuning_objective_metric
+        (own if ours else user)[key] = value
+    return user, own
 
 
 def is_pass_through(cmdline: list[str]) -> bool:

@@ -29,6 +29,7 @@ def _isolate_from_aws(tmp: Path) -> None:
             "AWS_EC2_METADATA_DISABLED": "true",
             "SAGEMAKER_USER_CONFIG_OVERRIDE": str(config),
             "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
+            "MLFLOW_DISABLE_TELEMETRY": "true",  # MLflow 3's usage reports leave the machine
         }
     )
     os.environ.pop("AWS_PROFILE", None)

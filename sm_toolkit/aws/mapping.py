@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sm_toolkit import contract
 from sm_toolkit.errors import ConfigError
 from sm_toolkit.spec import JobSpec
 from sm_toolkit.spec.rules import grid_size
@@ -67,6 +68,13 @@ def environment(spec: JobSpec) -> dict[str, str]:
         env.setdefault(CHECKPOINT_DIR_ENV, spec.checkpoint.local_path)
     if spec.tensorboard is not None:
         env.setdefault(TENSORBOARD_DIR_ENV, spec.tensorboard.local_path)
+    if spec.tracking is not None:  # the same MLflow run target locally and on SageMaker
+        for key, value in (
+            (contract.MLFLOW_TRACKING_URI_ENV, spec.tracking.uri),
+            (contract.MLFLOW_EXPERIMENT_ENV, spec.tracking.experiment),
+        ):
+            if value is not None:
+                env[key] = value
     return env
 
 

@@ -238,7 +238,9 @@ class TrainingJobs:
     def stop(self, name: str) -> dict:
         """StopTrainingJob: the engine sends SIGTERM, then SIGKILL after the grace period."""
         job = self._live.get(name)
-        if job is None:
+        # A job stays live until the engine has also closed its MLflow run; its status is
+        # final before that.
+        if job is None or job.describe()["TrainingJobStatus"] in _ENDED:
             doc = self.describe(name)  # ResourceNotFound for an unknown name
             raise ValidationError(
                 f"The request was rejected because the training job is in "

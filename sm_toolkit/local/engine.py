@@ -14,6 +14,7 @@ checkpoints, upload artifacts, and leave the DescribeTrainingJob document in
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -25,7 +26,7 @@ from typing import Any
 
 from sm_toolkit import contract
 from sm_toolkit.errors import ConfigError, ToolkitError
-from sm_toolkit.local import record, warm_pool
+from sm_toolkit.local import record, tracking, warm_pool
 from sm_toolkit.local.artifacts import upload
 from sm_toolkit.local.backends import get_backend
 from sm_toolkit.local.checkpoints import CheckpointSync
@@ -74,10 +75,12 @@ class TrainingJob:
         events: JobEvents | None = None,
         interrupt_after: float | None = None,
         stop_grace: float = contract.STOP_GRACE_SECONDS,
+        tracking_parent: tracking.ParentRun | None = None,
+        network: str | None = None,
         workers=None,
     ) -> None:
         self.plan = plan_from_request(request, region=_region())
-        self.backend = get_backend(backend, image=image, workers=workers)
+        self.backend = get_backend(backend, image=image, network=network, workers=workers)
         self.backend.check(self.plan)
         self.name = self.plan.name
         self.workdir = Path(workdir).resolve()
@@ -93,6 +96,13 @@ class TrainingJob:
         self._script_started: float | None = None
         self.notes = list(self.plan.notes)
         self.notes_not_uploaded: list[str] = []
+        # Checked now (a bad MLFLOW_TRACKING_URI is the caller's mistake); opened in _run.
+        target = tracking.target_for(self.plan.environment, self.workdir)
+        if tracking_parent is not None:
+            target = tracking_parent.target
+        self.tracking = tracking.JobTracking(
+            self.plan, target, tracking_parent.run_id if tracking_parent else None
+        )
 
     # -- public ------------------------------------------------------------------------
     def start(self) -> TrainingJob:
@@ -105,7 +115,8 @@ class TrainingJob:
         return self.record.document()
 
     def stop(self) -> None:
-        if not self._done.is_set():
+        # Not once the status is final (the job may still be closing its MLflow run).
+        if not self._done.is_set() and self.record.status == "InProgress":
             self.record.move("Stopping", status="Stopping")
         self._stop.set()
 
@@ -131,6 +142,7 @@ class TrainingJob:
         s3 = S3(self.plan.region)
         pool = attempt = None
         try:
+            self._open_tracking()
             pool = self._take_pool()
             attempt = self._attempts(s3, pool)
             self._finish(attempt, s3)
@@ -145,7 +157,28 @@ class TrainingJob:
         finally:
             self._release_pool(pool, attempt)
             record.save(self.describe(), self.job_dir / "describe.json")
+            self._close_tracking(attempt)
             self._done.set()
+
+    # -- tracking ----------------------------------------------------------------------
+    def _open_tracking(self) -> None:
+        """The job's MLflow run; its id (with URI and experiment) goes to the containers."""
+        env = self.tracking.open()
+        if self.tracking.problem:
+            self._line("engine", f"[sm-toolkit] tracking off: {self.tracking.problem}")
+        # MLflow's telemetry goes to its own servers: off in local jobs unless the request says.
+        opt_out = {contract.MLFLOW_TELEMETRY_OPT_OUT_ENV: "true"}
+        merged = {**opt_out, **self.plan.environment, **env}
+        self.plan = dataclasses.replace(self.plan, environment=merged)
+        self.tracking.plan = self.plan
+
+    def _close_tracking(self, attempt: _Attempt | None) -> None:
+        hosts = attempt.hosts if attempt else []
+        try:
+            outputs = [h.opt_ml / contract.OUTPUT_DATA_DIR for h in hosts]
+            self.tracking.close(self.describe(), self.job_dir, outputs)
+        except Exception as err:  # noqa: BLE001 - the job's result stands without its run
+            self._line("engine", f"[sm-toolkit] tracking: run not completed: {err}"[:300])
 
     def _attempts(self, s3: S3, pool) -> _Attempt:
         number = 0
@@ -331,6 +364,7 @@ class TrainingJob:
         for name, value in self._parser.feed(text):
             at = time.time()
             self.record.metric(name, value, at)
+            self.tracking.metric(name, value, at)
             if self.events.on_metric is not None:
                 self.events.on_metric(name, value, at)
 
@@ -380,12 +414,15 @@ def run_training_job(
     on_line: Callable[[str], None] | None = None,
     stop_event: threading.Event | None = None,
     interrupt_after: float | None = None,
+    tracking_parent: tracking.ParentRun | None = None,
+    network: str | None = None,
     workers=None,
 ) -> dict[str, Any]:
     """Run one CreateTrainingJob request to the end; return its DescribeTrainingJob document.
 
     A failing script is a Failed document, not an exception; a request the engine cannot run
-    raises ConfigError (one line naming the field). ``workers``: a
+    raises ConfigError (one line naming the field). The job's MLflow run is made a child of
+    ``tracking_parent`` when given (a tuning job's run). ``workers``: a
     ``backends.worker.WorkerStock`` whose started interpreters the process backend uses
     (a tuning job's trials)."""
     multi = [False]
@@ -401,6 +438,8 @@ def run_training_job(
         image=image,
         events=JobEvents(on_line=line),
         interrupt_after=interrupt_after,
+        tracking_parent=tracking_parent,
+        network=network,
         workers=workers,
     )
     multi[0] = job.plan.instance_count > 1

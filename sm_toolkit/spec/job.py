@@ -77,6 +77,15 @@ class TensorBoardSpec(_Strict):
     local_path: str = Field(default="/opt/ml/output/tensorboard", pattern=r"^/.*")
 
 
+class TrackingSpec(_Strict):
+    """Where the job's MLflow run goes, locally and on SageMaker: rendered into the request's
+    Environment as MLFLOW_TRACKING_URI and MLFLOW_EXPERIMENT_NAME (rules: ``tracking-uri``,
+    ``tracking-experiment``). Without it, local jobs log to the work folder's own store."""
+
+    uri: str | None = Field(default=None, max_length=512)
+    experiment: str | None = Field(default=None, max_length=512)
+
+
 class JobSpec(_Strict):
     """One training job (and, with ``tuning``, the tuning job that runs it many times).
 
@@ -107,6 +116,7 @@ class JobSpec(_Strict):
     metrics: list[MetricDefinition] = Field(default_factory=list, max_length=40)
     rules: list[str] = Field(default_factory=list, max_length=20)
     tensorboard: TensorBoardSpec | None = None
+    tracking: TrackingSpec | None = None
     tuning: TuningSpec | None = None
 
     @property

@@ -7,7 +7,9 @@ spec's name and value rules (``sagemaker_*`` reserved, no spaces, finite numbers
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
+from sm_toolkit import contract
 from sm_toolkit.errors import ConfigError
 from sm_toolkit.spec import rules, yaml_io
 from sm_toolkit.spec.job import JOB_NAME_PATTERN, JobSpec
@@ -68,6 +70,29 @@ def apply_overrides(spec: JobSpec, pairs: list[str]) -> JobSpec:
     from sm_toolkit.spec.loader import validate_data
 
     return validate_data(data)
+
+
+def apply_tracking_environment(spec: JobSpec, environ: Mapping[str, str]) -> JobSpec:
+    """The spec with the user's MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_NAME (their shell's,
+    as MLflow itself reads them) as its ``tracking`` field, when the spec sets neither; the
+    values pass the spec's own checks (named by the variable)."""
+    keys = (contract.MLFLOW_TRACKING_URI_ENV, contract.MLFLOW_EXPERIMENT_ENV)
+    if spec.tracking is not None or any(k in spec.environment for k in keys):
+        return spec
+    uri, experiment = (environ.get(k) or None for k in keys)
+    if uri is None and experiment is None:
+        return spec
+    data = spec.model_dump(exclude_unset=True)
+    data["tracking"] = {"uri": uri, "experiment": experiment}
+    from sm_toolkit.spec.loader import validate_data
+
+    try:
+        return validate_data(data)
+    except ConfigError as err:
+        field = {"tracking.uri": keys[0], "tracking.experiment": keys[1]}.get(err.field)
+        if field is None:
+            raise
+        raise ConfigError(f"${field}", err.value, err.allowed) from None
 
 
 def _scalar(text: str, field: str) -> bool | int | float | str:

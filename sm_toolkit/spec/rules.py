@@ -17,6 +17,7 @@ from importlib import resources
 
 import yaml
 
+from sm_toolkit import contract
 from sm_toolkit.errors import MISSING, ConfigError
 from sm_toolkit.spec.job import CHANNEL_PATTERN, ENV_KEY_PATTERN, S3_URI_PATTERN, JobSpec
 from sm_toolkit.spec.smp import check_smp
@@ -101,6 +102,17 @@ RULES = (
         "env-key",
         "environment keys match [a-zA-Z_][a-zA-Z0-9_]*",
         "API CreateTrainingJob.Environment",
+    ),
+    Rule(
+        "tracking-uri",
+        "tracking.uri is a path, file:/path, http(s)://host, sqlite:///path, databricks or "
+        "a SageMaker MLflow tracking server ARN; given once (tracking.uri or environment)",
+        "MLflow tracking URIs; AWS docs: SageMaker managed MLflow (tracking server ARN)",
+    ),
+    Rule(
+        "tracking-experiment",
+        "tracking.experiment is not empty, has no surrounding spaces or control characters",
+        "MLflow experiment names",
     ),
     Rule(
         "hyperparameter-name",
@@ -300,7 +312,33 @@ def _check_job(spec: JobSpec) -> None:
     for key in spec.environment:
         if not re.fullmatch(ENV_KEY_PATTERN, key):
             raise ConfigError(f"environment.{key}", key, "keys match [a-zA-Z_][a-zA-Z0-9_]*")
+    _check_tracking(spec)
     _check_names(spec)
+
+
+def _check_tracking(spec: JobSpec) -> None:
+    """The MLflow settings, from the tracking field or written into environment directly."""
+    t = spec.tracking
+    given = {
+        contract.MLFLOW_TRACKING_URI_ENV: ("tracking.uri", t.uri if t else None),
+        contract.MLFLOW_EXPERIMENT_ENV: ("tracking.experiment", t.experiment if t else None),
+    }
+    for key, (field, value) in given.items():
+        if value is not None and key in spec.environment:
+            raise ConfigError(
+                f"environment.{key}", spec.environment[key], f"set it once: {field} or here"
+            )
+        where = field if value is not None else f"environment.{key}"
+        value = value if value is not None else spec.environment.get(key)
+        if value is None:
+            continue
+        if key == contract.MLFLOW_TRACKING_URI_ENV and not contract.tracking_uri_ok(value):
+            raise ConfigError(where, value, contract.TRACKING_URI_HINT)
+        if key == contract.MLFLOW_EXPERIMENT_ENV and not contract.experiment_name_ok(value):
+            raise ConfigError(
+                where, value, "an experiment name: not empty, no surrounding spaces or "
+                "control characters",
+            )  # fmt: skip
 
 
 def _check_names(spec: JobSpec) -> None:

@@ -24,7 +24,7 @@ from sm_toolkit.runtime import distributed
 from sm_toolkit.runtime.env import RuntimeEnv, read_env
 from sm_toolkit.runtime.failure import run_main
 from sm_toolkit.runtime.signals import StopFlag
-from sm_toolkit.train import plots
+from sm_toolkit.train import plots, tracking
 from sm_toolkit.train.families import Built
 from sm_toolkit.train.hparams import Parser, train_config
 from sm_toolkit.train.metrics import metrics_line, write_report
@@ -143,6 +143,22 @@ def parallel_dims(ns: Any, dist: distributed.DistInfo, built: Built) -> Parallel
     return dims
 
 
+def _open_tracking(environ, trainer: Trainer, built: Built, device) -> tracking.RunLog | None:
+    """Rank 0's MLflow run (when the job names a tracking URI), with what only it knows."""
+    run = tracking.open_run(environ, trainer.dist.is_main)
+    if run is not None:
+        facts = {
+            "model_family": built.family,
+            "model_parameters": sum(p.numel() for p in trainer.model.parameters()),
+            "world_size": trainer.dist.world_size,
+            "parallelism": trainer.dims.describe(),
+            "device": device,
+            "torch_version": torch.__version__,
+        }
+        tracking.safely(run.facts, facts)
+    return run
+
+
 def _job(name: str, parser: Parser, build: Builder, argv, environ, holder: dict) -> None:
     ns = parser.parse(argv)
     apply_mp_parameters(ns)  # SMP v2's degrees, as SageMaker passes them, onto ours
@@ -175,11 +191,15 @@ def _job(name: str, parser: Parser, build: Builder, argv, environ, holder: dict)
         )
         for note in built.notes:
             print(note)
+    run = _open_tracking(environ, trainer, built, device)
     result = trainer.fit()
     stop.uninstall()
     model = trainer.gathered_model() if result.interrupted is None else None  # all ranks
     if result.interrupted is None and dist.is_main:
         finalize(name, env, built, trainer, result, rules, model)
+        if run is not None:
+            paths = (env.base_dir, env.model_dir, env.output_data_dir)
+            tracking.safely(run.finish, result.state.epochs, *paths)
     elif result.interrupted:
         print(f"[job] stopped early ({result.interrupted}); resume by running the job again")
     distributed.barrier(dist)

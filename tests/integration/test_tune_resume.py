@@ -154,3 +154,19 @@ def test_ctrl_c_then_tune_resume_from_the_cli_with_the_real_engine(tmp_path, buc
     doc = json.loads((tmp_path / ".sm-toolkit" / "tuning" / "quad" / "results.json").read_text())
     assert [t["name"] for t in doc["trials"][:2]] == finished and len(doc["trials"]) == 4
     assert all(t["status"] == "Completed" for t in doc["trials"]), shown
+    # MLflow: the resume continued the same parent run; each finished trial has exactly one
+    # child run, and the trial the Ctrl-C stopped (run again under a new name) is marked
+    # Interrupted if it had started (the Ctrl-C may land before its job began).
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/.sm-toolkit/mlflow/mlflow.db")
+    experiment = client.get_experiment_by_name("sm-toolkit").experiment_id
+    runs = client.search_runs([experiment])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    status = {r.info.run_name: r.data.tags.get("sm-toolkit.trial_status") for r in children}
+    assert list(status.values()).count("Interrupted") == len(children) - 4 <= 1, status
+    kept = sorted(name for name, s in status.items() if s != "Interrupted")
+    assert kept == sorted(t["name"] for t in doc["trials"]), status  # one run each
+    assert all(s == "Completed" for name, s in status.items() if name in kept), status

@@ -160,3 +160,18 @@ def test_render_opens_no_connection_and_needs_no_credentials(monkeypatch):
     assert rendered.operation == "CreateHyperParameterTuningJob"
     assert attempts == []
     assert not [t for t in threading.enumerate() if t.name == "sagemaker-telemetry"]
+
+
+@pytest.mark.parametrize("name", ["cnn-torchrun", "tune-cnn-hyperband"])
+def test_tracking_renders_into_the_v3_requests_environment(name, tmp_path):
+    """The same MLflow target under v3 as under v2 (ModelTrainer's environment)."""
+    import yaml
+
+    from sm_toolkit.spec import parse_spec
+
+    data = yaml.safe_load((ROOT / "examples" / f"{name}.yaml").read_text())
+    arn = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/team"
+    data["tracking"] = {"uri": arn, "experiment": "digits"}
+    req = render(parse_spec(data, base_dir=ROOT / "examples"), sdk="v3").request
+    env = req.get("TrainingJobDefinition", req)["Environment"]
+    assert env["MLFLOW_TRACKING_URI"] == arn and env["MLFLOW_EXPERIMENT_NAME"] == "digits"

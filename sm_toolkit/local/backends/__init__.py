@@ -68,16 +68,24 @@ def pump(stream, host: Host, on_line: LineSink, log_path: Path) -> threading.Thr
     return thread
 
 
-def get_backend(name: str, *, image: str | None = None, workers=None) -> Backend:
-    """``workers``: a ``worker.WorkerStock`` of spare interpreters (process backend)."""
+def get_backend(
+    name: str, *, image: str | None = None, network: str | None = None, workers=None
+) -> Backend:
+    """The backend ``name``. ``network`` (docker only) is a Docker network of the user's that
+    every host joins besides the job's own, e.g. where an MLflow server runs; ``workers``
+    (process only) a ``worker.WorkerStock`` of spare started interpreters."""
     if name == "process":
         from sm_toolkit.local.backends.process import ProcessBackend
 
+        if network is not None:
+            from sm_toolkit.errors import ConfigError
+
+            raise ConfigError("--network", network, "with --backend docker (a Docker network)")
         return ProcessBackend(workers)
     if name == "docker":
         from sm_toolkit.local.backends.docker import DockerBackend
 
-        return DockerBackend(image=image)
+        return DockerBackend(image=image, network=network)
     from sm_toolkit.errors import ConfigError
 
     raise ConfigError("--backend", name, "process or docker")

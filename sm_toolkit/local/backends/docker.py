@@ -50,8 +50,9 @@ class DockerBackend:
     name = "docker"
     network_interface = "eth0"
 
-    def __init__(self, image: str | None = None) -> None:
+    def __init__(self, image: str | None = None, network: str | None = None) -> None:
         self.image_override = image
+        self.user_network = network  # joined besides the job's own (the user's services)
         self._adopted: dict | None = None
         self._containers: list[str] = []
         self._network: str | None = None
@@ -77,6 +78,10 @@ class DockerBackend:
                 "an image on this machine (`make build` makes sm-toolkit:latest; or --image)",
             )
         self._ours = OUR_ENTRYPOINT in (found.stdout or "")
+        if self.user_network is not None:
+            there = docker("network", "inspect", self.user_network, check=False)
+            if there.returncode != 0:
+                raise ConfigError("--network", self.user_network, "an existing Docker network")
 
     # -- hosts -------------------------------------------------------------------------
     def layout(self, plan: JobPlan, job_dir: Path, attempt: int) -> list[Host]:
@@ -107,7 +112,7 @@ class DockerBackend:
         if not self._containers:
             self._network = _make_network(plan.name)
             self._containers = [self._run_container(plan, h) for h in hosts]
-        env = {k: v for k, v in container_env(plan, None).items() if not _loopback_url(k, v)}
+        env = _job_env(plan)
         started = []
         for host, container in zip(hosts, self._containers, strict=True):
             command = ["docker", "exec"]
@@ -155,6 +160,8 @@ class DockerBackend:
             "-c",
             KEEPER,
         )
+        if self.user_network is not None:
+            docker("network", "connect", self.user_network, name)
         return name
 
     # -- warm pools --------------------------------------------------------------------
@@ -208,6 +215,23 @@ def _clear_for_next_job(root: Path) -> None:
     for entry in opt_ml.iterdir() if opt_ml.is_dir() else []:
         if entry != keep:
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+
+
+def _job_env(plan: JobPlan) -> dict[str, str]:
+    """The job's variables minus what names this machine: its loopback endpoints, and an
+    MLflow store that is a file here or on loopback (the engine logs that run from here)."""
+    env = {k: v for k, v in container_env(plan, None).items() if not _loopback_url(k, v)}
+    uri = env.get(contract.MLFLOW_TRACKING_URI_ENV)
+    if uri is not None and not _reachable_from_container(uri):
+        for key in contract.MLFLOW_ENV:
+            env.pop(key, None)
+    return env
+
+
+def _reachable_from_container(uri: str) -> bool:
+    """A path or sqlite:/// file is on this machine, a loopback URL means the container."""
+    remote = uri.startswith(("http://", "https://", "databricks", "arn:"))
+    return remote and not ("127." in uri or "localhost" in uri)
 
 
 def _loopback_url(key: str, value: str) -> bool:

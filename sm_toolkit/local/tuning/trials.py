@@ -82,6 +82,8 @@ class TrialContext:
     objective_metric: str
     objective_regex: str
     prune: bool = False
+    # The tuning job's MLflow run: each trial's engine run becomes its child.
+    tracking_parent: Any = None
     # Set when the tuning job itself is interrupted (Ctrl-C): trials it stopped are not
     # results, so they are not recorded and a resume runs them again.
     interrupted: threading.Event = field(default_factory=threading.Event)
@@ -145,8 +147,9 @@ def run_trial(
     started = time.monotonic()
     try:
         request = trial_request(ctx.request, name, tuned_values)
+        extra = {} if ctx.tracking_parent is None else {"tracking_parent": ctx.tracking_parent}
         document = ctx.run_job(
-            request, workdir=ctx.jobs_dir, on_line=watch.on_line, stop_event=stop
+            request, workdir=ctx.jobs_dir, on_line=watch.on_line, stop_event=stop, **extra
         )
     except Exception as exc:  # an engine error fails this trial, not the tuning job
         record.failure_reason = f"{type(exc).__name__}: {exc}"

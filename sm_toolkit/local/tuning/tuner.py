@@ -9,6 +9,7 @@ until MaxNumberOfTrainingJobs trials were launched or a completion criterion is 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 import warnings
@@ -21,7 +22,9 @@ from typing import Any
 
 import optuna
 
+from sm_toolkit.errors import ConfigError
 from sm_toolkit.local.tuning import report, search, store, study_store
+from sm_toolkit.local.tuning import tracking as tuning_tracking
 from sm_toolkit.local.tuning.completion import CompletionTracker
 from sm_toolkit.local.tuning.request import (
     TuningConfig,
@@ -94,6 +97,7 @@ def run_local_tuning(
     sagemaker_client_factory: Callable[[], Any] = _default_client,
     log: Log = print,
     resume: bool = False,
+    tracking: bool | None = None,
 ) -> TuningResult:
     """Run a CreateHyperParameterTuningJob request locally; write results.json, the
     leaderboard and plots.
@@ -114,6 +118,8 @@ def run_local_tuning(
         log: receives one progress line per trial start and finish, and the leaderboard.
         resume: continue the job's study (``study.db`` in its folder) left by a run that was
             killed: finished trials are kept, only the remaining ones run.
+        tracking: log the tuning job to MLflow (a parent run, each trial's engine run its
+            child; ``tuning/tracking.py``). Default: on when ``run_job`` is the engine's.
     """
     if run_job is None:
         from sm_toolkit.local.backends.worker import WorkerStock
@@ -126,6 +132,7 @@ def run_local_tuning(
                 sagemaker_client_factory=sagemaker_client_factory,
                 log=log,
                 resume=resume,
+                tracking=True if tracking is None else tracking,
             )
     tuning = read_tuning_request(request)
     out_dir = store.tuning_dir(Path(workdir), tuning.job_name)
@@ -158,7 +165,18 @@ def run_local_tuning(
             )
             study_store.note_parent_trials(opened.study, summary.added)
             opened.parent_trials = summary.added
-        records, tracker, stop_reason = _run_trials(ctx, opened, space, tuning, log)
+        enabled = (run_job is _default_run_job) if tracking is None else tracking
+        if enabled:
+            runs = _open_runs(request, tuning, Path(workdir), opened, log)
+            ctx = dataclasses.replace(ctx, tracking_parent=runs and runs.parent)
+        else:
+            runs = None
+        try:
+            records, tracker, stop_reason = _run_trials(ctx, opened, space, tuning, log, runs)
+        except KeyboardInterrupt:
+            if runs is not None:
+                tuning_tracking.safely(runs.interrupted)
+            raise
     n_parent = opened.parent_trials
     document = store.tuning_document(
         tuning=tuning,
@@ -168,7 +186,27 @@ def run_local_tuning(
         status="Stopped" if stop_reason == "MaxRuntimeExceeded" else "Completed",
         stop_reason=stop_reason,
     )
+    if runs is not None:
+        tuning_tracking.safely(runs.finish, tracker.best, document["status"], log=log)
     return _write_outputs(document, records, tracker.best, out_dir, space, tuning, log, n_parent)
+
+
+def _open_runs(request, tuning, workdir: Path, opened, log: Log):
+    """The parent run (None without mlflow, or when the store fails: one line says so)."""
+    try:
+        runs = tuning_tracking.open_tuning_runs(
+            request, tuning, workdir, opened.study, resume=opened.resumed
+        )
+    except ConfigError:  # a bad MLFLOW_* value in the request: the caller's mistake
+        raise
+    except Exception as err:  # noqa: BLE001 - a store problem never stops a tuning job
+        log(f"[tune] tracking off: {type(err).__name__}: {err}"[:300])
+        return None
+    if runs is None:
+        log("[tune] tracking off: mlflow is not installed (pip install 'sm-toolkit[tracking]')")
+    elif opened.resumed:
+        tuning_tracking.safely(runs.mark_interrupted, {r.name for r in opened.records}, log=log)
+    return runs
 
 
 def user_static_hyperparameters(tuning: TuningConfig) -> dict[str, Any]:
@@ -238,7 +276,7 @@ def _quiet_optuna() -> Iterator[None]:
         optuna.logging.set_verbosity(level)
 
 
-def _run_trials(ctx, opened: study_store.OpenedStudy, space, tuning, log: Log):
+def _run_trials(ctx, opened: study_store.OpenedStudy, space, tuning, log: Log, runs=None):
     max_jobs = tuning.max_jobs if tuning.max_jobs is not None else float("inf")
     tracker = CompletionTracker(tuning)
     records: list[TrialRecord] = list(opened.records)
@@ -264,6 +302,8 @@ def _run_trials(ctx, opened: study_store.OpenedStudy, space, tuning, log: Log):
                     for future in done:
                         running.pop(future)
                         records.append(future.result())
+                        if runs is not None:
+                            tuning_tracking.safely(runs.trial_done, records[-1], log=log)
                         was_best = tracker.best
                         tracker.update(records[-1])
                         log(_finish_line(records[-1], tuning, is_best=tracker.best is not was_best))
