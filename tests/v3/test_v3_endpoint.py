@@ -29,6 +29,8 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))  # the endpoint helpers,
 from endpoint_support import ROLE, running_endpoint  # noqa: E402
 from sagemaker.core.helper.session_helper import Session  # noqa: E402
 from sagemaker.core.parameter import ContinuousParameter  # noqa: E402
+from sagemaker.core.utils.logs import CloudWatchLogsClient  # noqa: E402
+from sagemaker.core.utils.utils import SageMakerClient, SingletonMeta  # noqa: E402
 from sagemaker.train import ModelTrainer  # noqa: E402
 from sagemaker.train.configs import Compute, OutputDataConfig, SourceCode  # noqa: E402
 from sagemaker.train.distributed import Torchrun  # noqa: E402
@@ -50,6 +52,21 @@ TRUST = {
         }
     ],
 }
+
+
+def _forget_sdk_clients() -> None:
+    SageMakerClient.reset()
+    SingletonMeta._instances.pop(CloudWatchLogsClient, None)
+
+
+@pytest.fixture(autouse=True)
+def fresh_sdk_clients():
+    """v3 caches its boto3 clients for the whole process (SageMakerClient and the logs
+    client, a singleton); one made against this module's endpoint must not outlive it:
+    later modules talk to their own moto."""
+    _forget_sdk_clients()
+    yield
+    _forget_sdk_clients()
 
 
 @pytest.fixture(scope="module")
