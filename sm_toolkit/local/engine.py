@@ -90,6 +90,7 @@ class TrainingJob:
         self.stop_grace = stop_grace
         self.record = record.JobRecord(self.plan, on_change=self._status_changed)
         self._stop = threading.Event()
+        self._reclaim = threading.Event()  # interrupt(): a simulated spot reclaim, now
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self._parser = MetricParser(self.plan.metric_definitions)
@@ -119,6 +120,11 @@ class TrainingJob:
         if not self._done.is_set() and self.record.status == "InProgress":
             self.record.move("Stopping", status="Stopping")
         self._stop.set()
+
+    def interrupt(self) -> None:
+        """A simulated spot reclaim now, as ``interrupt_after`` makes one later: SIGTERM to
+        every host, then the job restarts on fresh hosts (once, on the first attempt)."""
+        self._reclaim.set()
 
     def wait(self, timeout: float | None = None) -> dict[str, Any]:
         self._done.wait(timeout)
@@ -284,11 +290,13 @@ class TrainingJob:
             waited = (record.now() - self.record.created).total_seconds()
             if waited > plan.max_wait_seconds:
                 return "max_wait"
-        if (
-            self.interrupt_after is not None
-            and number == 0
-            and self._script_started is not None
-            and time.monotonic() - self._script_started > self.interrupt_after
+        if number == 0 and (
+            self._reclaim.is_set()
+            or (
+                self.interrupt_after is not None
+                and self._script_started is not None
+                and time.monotonic() - self._script_started > self.interrupt_after
+            )
         ):
             self._line(
                 "engine", "[sm-toolkit] spot interruption: SIGTERM to every host, as a reclaim does"

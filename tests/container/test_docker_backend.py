@@ -154,14 +154,21 @@ def test_spot_interruption_restarts_on_fresh_containers_and_resumes(
         bucket, "train_cnn.py", RESUME_HPS, checkpoint={"s3_uri": f"s3://{bucket}/ckpt/spot"}
     )
     lines: list[str] = []
+    reclaim = threading.Event()
+
+    def on_line(line: str) -> None:
+        lines.append(line)
+        if "[metrics] epoch=5 " in line:  # mid-training, after a checkpoint (every 2 epochs)
+            reclaim.set()
+
     result = run_spec(
         spec,
         job_name="cnn-spot",
         workdir=tmp_path,
         backend="docker",
         image=image,
-        on_line=lines.append,
-        interrupt_after=12.0,  # after the script has imported torch and started training
+        on_line=on_line,
+        interrupt_event=reclaim,
     )
     assert result.interruptions == 1
     restart = next(i for i, line in enumerate(lines) if "restarting cnn-spot" in line)

@@ -82,6 +82,7 @@ def run_spec(
     on_line=None,
     stop_event: threading.Event | None = None,
     interrupt_after: float | None = None,
+    interrupt_event: threading.Event | None = None,
     backend: str = "process",
     image: str | None = None,
 ) -> Ran:
@@ -104,6 +105,8 @@ def run_spec(
         interrupt_after=interrupt_after,
     ).start()
     while not job._done.wait(0.2):
+        if interrupt_event is not None and interrupt_event.is_set():
+            job.interrupt()
         if stop_event is not None and stop_event.is_set():
             job.stop()
             break
