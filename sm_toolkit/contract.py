@@ -30,6 +30,9 @@ WARMPOOL_CACHE_ENV = "SAGEMAKER_MANAGED_WARMPOOL_CACHE_DIRECTORY"
 # --- limits -----------------------------------------------------------------------------
 FAILURE_REASON_LIMIT = 1024  # SageMaker keeps this much of output/failure as FailureReason
 STOP_GRACE_SECONDS = 120  # StopTrainingJob: SIGTERM, then SIGKILL after this long
+# `train` without a running child this long: the script has ended, and what it left running
+# (a daemon holding train's output pipe) is ended (the launcher; the process backend).
+DETACHED_GRACE_SECONDS = 2.0
 
 # --- environment ------------------------------------------------------------------------
 BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"  # sagemaker-training relocates /opt/ml with it
@@ -46,6 +49,10 @@ RULES_ENV = "SM_TOOLKIT_RULES"
 # so that two multi-host jobs on one machine do not collide.
 MASTER_PORT_ENV = "SM_TOOLKIT_MASTER_PORT"
 DEFAULT_MASTER_PORT = "7777"
+# Tokens in the environment of every process a host (process backend) or the image's
+# launcher starts, so that what leaves the process tree is still found and ended.
+HOST_TOKEN_ENV = "SM_TOOLKIT_HOST_TOKEN"
+LAUNCH_TOKEN_ENV = "SM_TOOLKIT_LAUNCH_TOKEN"
 
 # --- experiment tracking: MLflow's own variable names ---------------------------------
 # The tracking URI and experiment reach the container in the request's Environment (the

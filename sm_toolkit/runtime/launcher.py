@@ -33,12 +33,13 @@ import sys
 import uuid
 from pathlib import Path
 
+from sm_toolkit import contract  # standard library only, like this module
+
 ENTRYPOINTS_DIR = Path(os.environ.get("SM_TOOLKIT_ENTRYPOINTS", "/opt/sm-toolkit/entrypoints"))
 TRAIN_ENTRY = ("-m", "sm_toolkit.runtime.train_entry")
 DRAIN_SECONDS = 120  # after a stop signal, how long the training processes may take to exit
 FORWARDED = (signal.SIGTERM, signal.SIGINT)
-TOKEN_ENV = "SM_TOOLKIT_LAUNCH_TOKEN"
-DETACHED_GRACE_SECONDS = 2.0  # train without a child this long: the script has ended
+TOKEN_ENV = contract.LAUNCH_TOKEN_ENV
 
 
 def log(msg: str) -> None:
@@ -134,13 +135,11 @@ def group_members(group: int) -> list[int]:
 
 
 def _pass_through(pid: int) -> bool:
-    from sm_toolkit.contract import is_pass_through
-
     try:
         cmdline = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return is_pass_through([c.decode(errors="replace") for c in cmdline if c])
+    return contract.is_pass_through([c.decode(errors="replace") for c in cmdline if c])
 
 
 class SignalForwarder:
@@ -209,26 +208,42 @@ def _reaped(child: subprocess.Popen) -> int | None:
             return os.waitstatus_to_exitcode(status)
 
 
+class ChildlessWatch:
+    """Whether ``train`` (``pid``) has been without a running child for
+    DETACHED_GRACE_SECONDS: its script has ended, so what it left running is to end."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._since: float | None = None
+
+    def expired(self) -> bool:
+        import time
+
+        if children_of(self.pid):
+            self._since = None
+            return False
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+            return False
+        return now - self._since > contract.DETACHED_GRACE_SECONDS
+
+
 def wait_for(child: subprocess.Popen, token: str | None = None) -> int:
     """Wait for the child. With ``token`` (``train``), end what the script left detached once
     ``train`` has been without a child for DETACHED_GRACE_SECONDS."""
     import time
 
-    childless_since = None
+    watch = ChildlessWatch(child.pid)
     while True:
         rc = _reaped(child)
         if rc is not None:
             return rc
-        if token is not None:
-            if children_of(child.pid):
-                childless_since = None
-            elif childless_since is None:
-                childless_since = time.monotonic()
-            elif time.monotonic() - childless_since > DETACHED_GRACE_SECONDS:
-                for pid in carrying(token):
-                    if pid != child.pid:
-                        log(f"the script has ended; ending {pid}, which it left running")
-                        SignalForwarder._send(lambda pid=pid: os.kill(pid, signal.SIGKILL))
+        if token is not None and watch.expired():
+            for pid in carrying(token):
+                if pid != child.pid:
+                    log(f"the script has ended; ending {pid}, which it left running")
+                    SignalForwarder._send(lambda pid=pid: os.kill(pid, signal.SIGKILL))
         time.sleep(0.2)
 
 

@@ -31,9 +31,8 @@ from sm_toolkit.local.backends import LineSink, pump
 from sm_toolkit.local.backends.worker import Worker, WorkerStock, hand_off, start_worker
 from sm_toolkit.local.hosts import Host, container_env, translator, write_opt_ml
 from sm_toolkit.local.plan import JobPlan
+from sm_toolkit.runtime.launcher import ChildlessWatch
 
-MARKER_ENV = "SM_TOOLKIT_HOST_TOKEN"
-DETACHED_GRACE_SECONDS = 2.0
 TRAIN_COMMAND = (sys.executable, "-m", "sm_toolkit.runtime.train_entry")
 
 
@@ -175,7 +174,7 @@ def _host_env(plan: JobPlan, host: Host, port: int | None, token: str, *, single
             "PIP_TARGET": str(site),
             "GLOO_SOCKET_IFNAME": "lo",
             contract.BASE_DIR_ENV: contract.OPT_ML,
-            MARKER_ENV: token,
+            contract.HOST_TOKEN_ENV: token,
         }
     )
     env.setdefault(contract.TRAINING_MODULE_ENV, contract.PYTORCH_TRAINING_MODULE)
@@ -232,7 +231,7 @@ class _ProcessHost:
         self.host, self._proc, self._token, self._reader = host, proc, token, reader
         self._keep_main = keep_main  # `train` keeps draining output and reports; spare it
         self._checked = 0.0
-        self._childless_since: float | None = None
+        self._childless = ChildlessWatch(proc.pid)
 
     def poll(self) -> int | None:
         code = self._proc.poll()
@@ -248,16 +247,7 @@ class _ProcessHost:
         if now - self._checked < 1.0:
             return
         self._checked = now
-        try:
-            has_children = bool(psutil.Process(self._proc.pid).children())
-        except psutil.NoSuchProcess:
-            return
-        if has_children:
-            self._childless_since = None
-            return
-        if self._childless_since is None:
-            self._childless_since = now
-        elif now - self._childless_since > DETACHED_GRACE_SECONDS:
+        if self._childless.expired():
             for proc in self._tree(everywhere=True):
                 _send(proc, signal.SIGKILL)
 
@@ -276,7 +266,7 @@ class _ProcessHost:
 
     def _marked(self, proc: psutil.Process) -> bool:
         try:
-            return proc.environ().get(MARKER_ENV) == self._token
+            return proc.environ().get(contract.HOST_TOKEN_ENV) == self._token
         except (psutil.Error, OSError):
             return False
 
