@@ -10,6 +10,7 @@ from typing import Any
 
 from sm_toolkit.aws.local_request import local_training_request
 from sm_toolkit.local.engine import JobEvents, TrainingJob
+from sm_toolkit.local.metrics import tag_line
 
 
 def assert_valid_describe(doc: dict[str, Any]) -> None:
@@ -91,9 +92,7 @@ def run_spec(
         on_line=None
         if on_line is None
         else (
-            lambda host, text: on_line(
-                f"{host} | {text}" if spec.instance.count > 1 and host != "engine" else text
-            )
+            lambda host, text: on_line(tag_line(host, text, several_hosts=spec.instance.count > 1))
         )
     )
     job = TrainingJob(
