@@ -38,6 +38,16 @@ import psutil
 HANDOFF_TIMEOUT = 30.0  # a worker still importing answers once its imports are done
 
 
+def running(pid: int, created: float) -> bool:
+    """Whether the process ``pid`` started at ``created`` (psutil's create_time, so that a
+    reused pid does not count) is still running."""
+    try:
+        proc = psutil.Process(pid)
+        return proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 @dataclass(frozen=True)
 class Worker:
     """A started worker, as the engine (or a pool's metadata) remembers it."""
@@ -47,11 +57,7 @@ class Worker:
     address: str
 
     def alive(self) -> bool:
-        try:
-            proc = psutil.Process(self.pid)
-            return proc.create_time() == self.created and proc.status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
+        return running(self.pid, self.created)
 
     def end(self) -> None:
         """Kill the worker (an unused one; a worker running a job ends with its host)."""
@@ -201,13 +207,6 @@ class WorkerStock:
 
 
 # -- the worker process ------------------------------------------------------------------
-def _alive(pid: int, created: float) -> bool:
-    try:
-        return psutil.Process(pid).create_time() == created
-    except psutil.Error:
-        return False
-
-
 def _serve(address: str, until: float, parent: tuple[int, float] | None) -> int:
     os.setsid()  # its own process group, ended as a host is
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -218,7 +217,7 @@ def _serve(address: str, until: float, parent: tuple[int, float] | None) -> int:
     train_entry.preload()
     while True:
         left = until - time.time()
-        if left <= 0 or (parent is not None and not _alive(*parent)):  # its tuner is gone
+        if left <= 0 or (parent is not None and not running(*parent)):  # its tuner is gone
             return 0
         listener.settimeout(min(left, 1.0))
         try:
