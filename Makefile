@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	# torch is pinned to 2.13.0 in pyproject.toml: an unpinned torch pulls CUDA wheels.
-	$(VENV)/bin/pip install --quiet -e '.[test,demo,dashboard,sdk-v2,tracking]'
+	$(VENV)/bin/pip install --quiet -e '.[test,demo,dashboard,sdk-v2,tracking,bench]'
 	touch $(STAMP)
 
 # SDK v3 beside v2: both are the package `sagemaker`, so v3 gets its own venv. v3 goes in

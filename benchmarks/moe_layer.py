@@ -21,14 +21,17 @@ gradients) during one step; extra = peak - live bytes at the start of the step (
 input and upstream gradient, grads cleared). The ratio is the worst MoE variant's extra
 memory over the dense FFN's.
 
-    .venv/bin/python benchmarks/moe_layer.py              # 1 then 2 threads, ~3-5 min
+    .venv/bin/python benchmarks/moe_layer.py              # 1 then 2 threads, ~6 min
     .venv/bin/python benchmarks/moe_layer.py --threads 1 --rounds 3   # quicker, noisier
 
 The last line printed is one JSON object of paired ratios to dense, the worse of the thread
 counts for each key: dropless_e8, dropless_e32, capacity_e8, capacity_e32 (capacity factor
-1.25), swiglu_dropless_e8, swiglu_dropless_e32, mixtral_e8, mixtral_e32 (null without
-transformers), the loop/grouped variants, memory_ratio, and `per_threads` with each
-thread count's own ratios.
+1.25), swiglu_dropless_e8, swiglu_dropless_e32, the loop/grouped variants, memory_ratio,
+and `per_threads` with each thread count's own ratios. With transformers (null without):
+mixtral_e8, mixtral_e32 (the block's own per-expert loop), mixtral_grouped_e8/_e32 (its
+grouped_mm experts, transformers 5's default in a model), and swiglu_vs_mixtral_e8/_e32,
+swiglu_vs_mixtral_grouped_e8/_e32: how many times faster our SwiGLU experts are than that
+block (median of per-round time ratios; for these keys the worse thread count is the lower).
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ from sm_toolkit.models.moe_router import RouterConfig, TopKRouter
 
 TOKENS, D_MODEL, D_FF, TOP_K = 4096, 256, 1024, 2
 SWIGLU_D_FF = 680  # 2/3 of D_FF, rounded to a multiple of 8
+MIXTRAL_KEYS = tuple(
+    f"{key}_e{e}" for e in (8, 32)
+    for key in ("mixtral", "mixtral_grouped", "swiglu_vs_mixtral", "swiglu_vs_mixtral_grouped")
+)  # fmt: skip
 
 
 def make_moe(
@@ -64,8 +71,15 @@ def make_moe(
     )
 
 
-def make_mixtral(n_experts: int) -> nn.Module | None:
-    """Hugging Face's Mixtral sparse MoE block (SwiGLU experts), or None without transformers."""
+def make_mixtral(n_experts: int, implementation: str = "eager") -> nn.Module | None:
+    """Hugging Face's Mixtral sparse MoE block (SwiGLU experts), or None without transformers.
+
+    `eager` is the block's own per-expert loop (what a block built on its own runs);
+    `grouped_mm` is what transformers 5 picks by default inside a model when torch has
+    grouped_mm. The block's parameters are created with torch.empty, and only a model's
+    `_init_weights` fills them, so they are initialised here as that does (normal, std =
+    initializer_range, router and experts): left as they were, the router read NaNs.
+    """
     try:
         from transformers import MixtralConfig
         from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
@@ -73,9 +87,13 @@ def make_mixtral(n_experts: int) -> nn.Module | None:
         return None
     config = MixtralConfig(
         hidden_size=D_MODEL, intermediate_size=SWIGLU_D_FF, num_local_experts=n_experts,
-        num_experts_per_tok=TOP_K,
+        num_experts_per_tok=TOP_K, experts_implementation=implementation,
     )  # fmt: skip
-    return MixtralSparseMoeBlock(config)
+    block = MixtralSparseMoeBlock(config)
+    with torch.no_grad():
+        for param in block.parameters():
+            param.normal_(0.0, config.initializer_range)
+    return block
 
 
 def make_variants() -> dict[str, nn.Module]:
@@ -92,9 +110,10 @@ def make_variants() -> dict[str, nn.Module]:
         variants[f"padded_e{e}"] = make_moe(
             e, DispatchConfig(capacity_factor=1.25, compute="padded")
         )
-        mixtral = make_mixtral(e)
-        if mixtral is not None:
-            variants[f"mixtral_e{e}"] = mixtral
+        for key, implementation in (("mixtral", "eager"), ("mixtral_grouped", "grouped_mm")):
+            mixtral = make_mixtral(e, implementation)
+            if mixtral is not None:
+                variants[f"{key}_e{e}"] = mixtral
     return variants
 
 
@@ -146,8 +165,9 @@ def main() -> None:
         times = time_variants(variants, x_ND, g_ND, args.warmup, args.rounds)
         per_threads[str(threads)] = report(variants, times, memory, args.rounds)
     keys = [*per_threads[next(iter(per_threads))]]
-    result = {k: max(r[k] for r in per_threads.values()) for k in keys if k != "dense_ms"}
-    for key in ("mixtral_e8", "mixtral_e32"):
+    worse = {k: min if k.startswith("swiglu_vs_") else max for k in keys}  # vs: higher is better
+    result = {k: worse[k](r[k] for r in per_threads.values()) for k in keys if k != "dense_ms"}
+    for key in MIXTRAL_KEYS:
         result.setdefault(key, None)
     result["per_threads"] = per_threads
     print(json.dumps(result))
@@ -194,6 +214,11 @@ def report(
             f"{memory[name] / memory['dense']:.2f} |"
         )
     result = {key: round(paired[key], 3) for key in paired if key != "dense"}
+    for name in times:  # how many times faster our SwiGLU experts are, paired per round
+        if name.startswith("mixtral"):
+            ours = times[f"swiglu_dropless_{name.rsplit('_', 1)[1]}"]
+            ratio = statistics.median(m / o for m, o in zip(times[name], ours, strict=True))
+            result[name.replace("mixtral", "swiglu_vs_mixtral", 1)] = round(ratio, 3)
     result["memory_ratio"] = round(
         max(m for k, m in memory.items() if k != "dense" and "mixtral" not in k) / memory["dense"],
         3,
