@@ -308,7 +308,8 @@ def _replay(args: argparse.Namespace) -> int:
         raise ConfigError("--from-job", args.from_job, "on its own: not with a spec or --request")
     import boto3
 
-    from sm_toolkit.aws.replay import describe_job, replay_name, replay_request
+    from sm_toolkit.aws.names import replay_name
+    from sm_toolkit.aws.replay import describe_job, replay_request
 
     session = boto3.Session()
     replay = replay_request(describe_job(args.from_job, session), replay_name(args.from_job))
@@ -412,7 +413,8 @@ def _launch(
     unique: bool = False,
     sdk: str | None = None,
 ) -> int:
-    from sm_toolkit.aws.launch import launch, resolve_region, unique_name
+    from sm_toolkit.aws.launch import launch, resolve_region
+    from sm_toolkit.aws.names import unique_name
 
     region = resolve_region(spec, region)
     if unique:
@@ -455,20 +457,12 @@ def _read_request(path: str) -> dict:
 def _spec_request(spec, args: argparse.Namespace) -> dict:
     """The spec's CreateTrainingJob request, as the SDK builds it, made local."""
     from sm_toolkit.aws.local_request import local_training_request
+    from sm_toolkit.aws.names import unique_name
 
-    request = local_training_request(
-        spec, args.job_name or unique_name(spec.name), sdk=getattr(args, "sdk", None)
-    )
+    name = args.job_name or unique_name(spec.name, tuning=False)
+    request = local_training_request(spec, name, sdk=getattr(args, "sdk", None))
     args.set = []  # already in the spec: the SDK encoded them with the rest
     return request
-
-
-def unique_name(base: str) -> str:
-    """``base`` plus a timestamp, as the SDK's base_job_name makes names (63 at most)."""
-    import datetime as dt
-
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d-%H-%M-%S-%f")[:-3]
-    return f"{base[: 63 - len(stamp) - 1].rstrip('-')}-{stamp}"
 
 
 def _run_local(request: dict, args: argparse.Namespace) -> int:
@@ -515,19 +509,8 @@ def _run_local(request: dict, args: argparse.Namespace) -> int:
 def _tune(spec, args: argparse.Namespace) -> int:
     if spec.tuning is None:
         raise ConfigError("tuning", MISSING, "a tuning section is needed to tune (see examples/)")
-    if args.job_name:  # re-validated: tuning job names have their own 32-character limit
-        from sm_toolkit.spec import TuningSpec
-
-        data = spec.tuning.model_dump()
-        data["job_name"] = args.job_name
-        try:
-            tuning = TuningSpec.model_validate(data)
-        except ValueError:
-            raise ConfigError(
-                "--job-name",
-                args.job_name,
-                "at most 32 letters, digits and hyphens (a tuning job name)",
-            ) from None
+    if args.job_name:  # checked as a tuning job name by _checked_args
+        tuning = spec.tuning.model_copy(update={"job_name": args.job_name})
         spec = spec.model_copy(update={"tuning": tuning})
     if not args.local:
         if args.resume:

@@ -16,6 +16,7 @@ from typing import Any
 import boto3
 
 from sm_toolkit.aws import generation
+from sm_toolkit.aws.names import unique_name
 from sm_toolkit.aws.render import render, upload_local_inputs
 from sm_toolkit.errors import MISSING, ConfigError
 from sm_toolkit.spec import JobSpec
@@ -44,23 +45,6 @@ def resolve_region(spec: JobSpec, region: str | None = None) -> str:
     if not re.fullmatch(REGION_PATTERN, found):
         raise ConfigError("region", found, "an AWS region like us-east-1")
     return found
-
-
-def unique_name(base: str, *, tuning: bool) -> str:
-    """``base`` plus a timestamp, cut to the API's length, the way the SDK's base_job_name
-    makes names (training: 63 characters, ``-%Y-%m-%d-%H-%M-%S-%f`` to the millisecond;
-    tuning: 32, ``-%y%m%d-%H%M%S`` and 3 random hex digits, so that two launches in one
-    minute do not collide as the SDK's minute-resolution short names do)."""
-    import datetime as dt
-    import secrets
-
-    now = dt.datetime.now(dt.timezone.utc)
-    if tuning:
-        stamp = f"{now.strftime('%y%m%d-%H%M%S')}-{secrets.token_hex(2)[:3]}"
-    else:
-        stamp = now.strftime("%Y-%m-%d-%H-%M-%S-%f")[:-3]
-    limit = 32 if tuning else 63
-    return f"{base[: limit - len(stamp) - 1].rstrip('-')}-{stamp}"
 
 
 def launch(

@@ -11,14 +11,12 @@ new name, so the original stays as it was.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
+from sm_toolkit.aws.limits import operation_input
 from sm_toolkit.errors import ConfigError
 
-NAME_LIMIT = 63  # TrainingJobName's max in the service model is checked again by the engine
 _NOT_FOUND = ("ValidationException", "ResourceNotFound")
 
 
@@ -28,14 +26,6 @@ class Replay:
 
     request: dict[str, Any]
     dropped: tuple[str, ...]
-
-
-@cache
-def _create_shape():
-    import botocore.session
-
-    model = botocore.session.get_session().get_service_model("sagemaker")
-    return model.operation_model("CreateTrainingJob").input_shape
 
 
 def _keep(value: Any, shape) -> Any:
@@ -51,19 +41,12 @@ def _keep(value: Any, shape) -> Any:
 
 def replay_request(description: dict[str, Any], name: str) -> Replay:
     """The CreateTrainingJob request for a DescribeTrainingJob document, named ``name``."""
-    shape = _create_shape()
+    shape = operation_input("CreateTrainingJob")
     doc = {k: v for k, v in description.items() if k != "ResponseMetadata"}
     request = _keep(doc, shape)
     request["TrainingJobName"] = name
     dropped = tuple(sorted(k for k in doc if k not in shape.members))
     return Replay(request, dropped)
-
-
-def replay_name(original: str, now: dt.datetime | None = None) -> str:
-    """A new, unique job name that says where it came from: ``<original>-replay-<stamp>``."""
-    stamp = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%d%H%M%S%f")[:-3]
-    suffix = f"-replay-{stamp}"
-    return original[: NAME_LIMIT - len(suffix)].rstrip("-") + suffix
 
 
 def describe_job(name: str, session=None) -> dict[str, Any]:

@@ -24,7 +24,7 @@ def run_demo(workdir: Path = Path(".sm-toolkit/demo")) -> int:
     import boto3
 
     from sm_toolkit.aws.local_request import local_training_request
-    from sm_toolkit.cli import unique_name
+    from sm_toolkit.aws.names import unique_name
     from sm_toolkit.local.embedded_aws import start_moto
     from sm_toolkit.local.engine import run_training_job
     from sm_toolkit.local.record import to_json
@@ -45,7 +45,7 @@ def run_demo(workdir: Path = Path(".sm-toolkit/demo")) -> int:
             f"running {SPEC.name} locally",
             flush=True,
         )
-        request = local_training_request(spec, unique_name(spec.name))
+        request = local_training_request(spec, unique_name(spec.name, tuning=False))
         doc = run_training_job(
             request, workdir=workdir, on_line=lambda text: print(text, flush=True)
         )

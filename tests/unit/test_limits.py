@@ -64,3 +64,47 @@ def test_a_map_over_its_size_is_one_violation_with_the_count():
     hps = {f"h{i}": "1" for i in range(101)}
     (v,) = limits.violations("CreateTrainingJob", _changed(TRAIN, ("HyperParameters",), hps))
     assert v.value == "101 entries" and v.allowed == "at most 100 entries"
+
+
+def _shape(name: str):
+    import botocore.session
+
+    return botocore.session.get_session().get_service_model("sagemaker").shape_for(name)
+
+
+def test_the_spec_checks_that_run_before_rendering_are_the_models_own():
+    """The spec's patterns check a file before any SDK runs; each one is the model's
+    pattern, its length folded in, so they cannot drift from what the request check says."""
+    from sm_toolkit.spec import job, overrides, tuning
+
+    def anchored(name: str) -> str:
+        return f"^{_shape(name).metadata['pattern']}$"
+
+    assert job.JOB_NAME_PATTERN == anchored("TrainingJobName")
+    assert tuning.TUNING_NAME_PATTERN == anchored("HyperParameterTuningJobName")
+    assert job.ROLE_ARN_PATTERN == anchored("RoleArn")
+    channel, env_key = _shape("ChannelName").metadata, _shape("TrainingEnvironmentKey").metadata
+    assert job.CHANNEL_PATTERN == f"^{channel['pattern'][:-1]}{{1,{channel['max']}}}$"
+    assert job.ENV_KEY_PATTERN == f"^{env_key['pattern'][:-1]}{{0,{env_key['max'] - 1}}}$"
+    assert overrides.MAX_VALUE_CHARS == _shape("HyperParameterValue").metadata["max"]
+
+
+def test_generated_job_names_fit_the_models_lengths():
+    from sm_toolkit.aws.names import max_length, replay_name, unique_name
+
+    assert max_length(tuning=False) == _shape("TrainingJobName").metadata["max"] == 63
+    assert max_length(tuning=True) == _shape("HyperParameterTuningJobName").metadata["max"] == 32
+    for tuning, pattern in ((False, "TrainingJobName"), (True, "HyperParameterTuningJobName")):
+        name = unique_name("x" * 80, tuning=tuning)
+        assert len(name) == max_length(tuning=tuning)
+        assert not limits.violations(*_op(pattern, name)), name
+        cut_at_a_hyphen = unique_name("a-" * 40, tuning=tuning)  # the cut drops a trailing hyphen
+        assert not limits.violations(*_op(pattern, cut_at_a_hyphen)), cut_at_a_hyphen
+    assert len(replay_name("x" * 80)) == 63
+
+
+def _op(member: str, name: str) -> tuple[str, dict]:
+    operation = (
+        "CreateTrainingJob" if member == "TrainingJobName" else "CreateHyperParameterTuningJob"
+    )
+    return operation, {member: name}

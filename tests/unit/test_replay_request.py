@@ -8,7 +8,8 @@ import re
 import botocore.session
 from botocore.validate import ParamValidator
 
-from sm_toolkit.aws.replay import replay_name, replay_request
+from sm_toolkit.aws.names import replay_name
+from sm_toolkit.aws.replay import replay_request
 
 DESCRIBED = {
     "TrainingJobName": "job-on-aws",

@@ -41,3 +41,10 @@ def test_resume_of_a_job_that_never_ran_names_the_missing_study(tmp_path):
 def test_a_tuning_job_name_past_32_characters_is_refused(tmp_path):
     proc = _cli("--local", "--job-name", "x" * 33, cwd=tmp_path)
     assert proc.returncode == 2 and "--job-name" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_job_name_names_the_tuning_job(tmp_path):
+    proc = _cli("--local", "--resume", "--job-name", "my-tune-2", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("sm-toolkit: error: --resume: 'my-tune-2'"), last
