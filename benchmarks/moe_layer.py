@@ -15,6 +15,13 @@ median over rounds of (variant time / dense time in the same round): pairing wit
 round cancels the slow drift of a shared machine's load better than a ratio of two
 separate medians (also shown).
 
+Page faults: the minor faults of a variant's last timed step. glibc's malloc hands
+allocations of 32 MiB and more (the dense FFN's [4096, 2048] hidden) straight to mmap and
+gives them back on free, so such a step writes fresh pages, which the kernel zeroes one at
+a time (~25-33k faults, 9-14 % of the dense step here); the MoE variants' smaller pieces come
+from reused memory. With `MALLOC_MMAP_THRESHOLD_=1073741824` in the environment nothing
+faults, and the ratios compare the arithmetic alone.
+
 Peak extra memory: `torch.distributed._tools.mem_tracker.MemTracker`, a TorchDispatchMode
 that accounts for every tensor storage allocated and freed (activations, temporaries,
 gradients) during one step; extra = peak - live bytes at the start of the step (parameters,
@@ -38,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -174,7 +182,8 @@ def main() -> None:
 
 
 def time_variants(variants, x_ND, g_ND, warmup: int, rounds: int) -> dict[str, list[float]]:
-    """Interleaved round-robin timing of every variant at the current thread count."""
+    """Interleaved round-robin timing of every variant at the current thread count; the
+    page faults of each variant's last step go in FAULTS."""
     steps = {name: step_fn(m, x_ND, g_ND) for name, m in variants.items()}
     for _ in range(warmup):
         for step in steps.values():
@@ -182,10 +191,15 @@ def time_variants(variants, x_ND, g_ND, warmup: int, rounds: int) -> dict[str, l
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(rounds):
         for name, step in steps.items():
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t0 = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - t0)
+            FAULTS[name] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     return times
+
+
+FAULTS: dict[str, int] = {}
 
 
 def report(
@@ -204,14 +218,14 @@ def report(
           f"{torch.get_num_threads()} threads, {rounds} interleaved rounds")  # fmt: skip
     print(
         "| variant | median ms | min ms | x dense (paired) | x dense (medians) | "
-        "peak extra MiB | x dense memory |"
+        "peak extra MiB | x dense memory | page faults |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for name in variants:
         print(
             f"| {name} | {median[name] * 1e3:.1f} | {min(times[name]) * 1e3:.1f} | "
             f"{paired[name]:.2f} | {median[name] / dense:.2f} | {memory[name] / 2**20:.1f} | "
-            f"{memory[name] / memory['dense']:.2f} |"
+            f"{memory[name] / memory['dense']:.2f} | {FAULTS.get(name, '')} |"
         )
     result = {key: round(paired[key], 3) for key in paired if key != "dense"}
     for name in times:  # how many times faster our SwiGLU experts are, paired per round
