@@ -89,12 +89,13 @@ class TrainingJobs:
         done: Callable[[dict], None] | None = None,
         on_line: Callable[[str], None] | None = None,
         workdir: Path | None = None,
+        tracking_parent: Any = None,
     ) -> dict:
         """CreateTrainingJob: start the job through the engine and record it.
 
         ``tuning_job`` marks a tuning trial; ``done`` gets the final document, ``on_line``
         every log line, ``workdir`` replaces the endpoint's (a tuning job's trials live
-        under the tuning job's folder).
+        under the tuning job's folder), ``tracking_parent`` the tuning job's MLflow run.
         """
         name = request["TrainingJobName"]
         arn = caller.arn("training-job", name)
@@ -103,7 +104,9 @@ class TrainingJobs:
         with self._lock:  # the name check and the insert are one step
             if self.store.training(name) is not None:
                 raise ResourceInUse(f"Training job {arn} already exists")
-            job = self._engine_job(request, caller, arn, on_line, workdir or self.workdir)
+            job = self._engine_job(
+                request, caller, arn, on_line, workdir or self.workdir, tracking_parent
+            )
             _start(job, arn)
             self.store.add_training(
                 name,
@@ -130,6 +133,7 @@ class TrainingJobs:
         arn: str,
         on_line: Callable[[str], None] | None,
         workdir: Path,
+        tracking_parent: Any = None,
     ) -> Any:
         from sm_toolkit.local.metrics import tag_line
 
@@ -156,6 +160,7 @@ class TrainingJobs:
                 image=self.image,
                 events=events,
                 interrupt_after=_interrupt_after(request),
+                **({} if tracking_parent is None else {"tracking_parent": tracking_parent}),
             )
         except ToolkitError as exc:  # the engine refuses what it cannot run: one line
             raise ValidationError(str(exc)) from None

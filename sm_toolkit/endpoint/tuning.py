@@ -8,7 +8,6 @@ from its request and its trials' documents whenever it is asked for.
 
 from __future__ import annotations
 
-import inspect
 import threading
 import time
 import traceback
@@ -28,21 +27,13 @@ _RUNNING = ("InProgress", "Stopping")
 def _local_tuner() -> Any:
     from sm_toolkit.local.tuning import run_local_tuning
 
-    # The request-driven tuner takes the request and a run_job; the older one took a spec.
-    if next(iter(inspect.signature(run_local_tuning).parameters)) != "request":
-        raise ValidationError(
-            "This sm-toolkit's local tuner runs job specs only; tuning "
-            "through the endpoint needs the request-driven tuner"
-        )
     return run_local_tuning
 
 
 def _check_with_tuner(request: dict) -> None:
     """Refuse at once what the local tuner would refuse (not as a Failed job later)."""
-    try:
-        from sm_toolkit.local.tuning.request import read_tuning_request
-    except ImportError:  # a tuner without a request reader checks when it runs
-        return
+    from sm_toolkit.local.tuning.request import read_tuning_request
+
     try:
         read_tuning_request(request)
     except ToolkitError as exc:
@@ -99,6 +90,7 @@ class TuningJobs:
                 workdir=Path(self.trainings.workdir),
                 run_job=self._run_job(name, caller, stop),
                 log=lambda line: print(line, flush=True),
+                tracking=True,  # a parent run, each trial's run its child, as tune --local
             )
             status = "Stopped" if stop.is_set() or result.status == "Stopped" else "Completed"
         except Exception as exc:  # the tuner's failure is the tuning job's FailureReason
@@ -118,7 +110,9 @@ class TuningJobs:
     def _run_job(self, tuning_name: str, caller: Caller, stopped: threading.Event):
         """The tuner's run_job: one trial as a training job of this endpoint."""
 
-        def run_job(request: dict, *, workdir: Path, on_line=None, stop_event=None) -> dict:
+        def run_job(
+            request: dict, *, workdir: Path, on_line=None, stop_event=None, tracking_parent=None
+        ) -> dict:
             if stopped.is_set():  # no new trials once the tuning job is stopping
                 return {
                     "TrainingJobName": request["TrainingJobName"],
@@ -133,6 +127,7 @@ class TuningJobs:
                 on_line=on_line,
                 workdir=Path(workdir),
                 done=lambda doc: (final.update(doc), ended.set()),
+                tracking_parent=tracking_parent,
             )
             while not ended.wait(0.2):
                 if (stop_event is not None and stop_event.is_set()) or stopped.is_set():

@@ -1,10 +1,9 @@
 """Tuning jobs through ``sm-toolkit serve`` with boto3: the local tuner runs the request,
-its trials are the endpoint's training jobs, Describe has the counters and the best trial.
+its trials are the endpoint's training jobs, Describe has the counters and the best trial,
+and the endpoint's MLflow store has the tuning job as a parent run of its trials' runs.
 """
 
 from __future__ import annotations
-
-import inspect
 
 import boto3
 import pytest
@@ -12,15 +11,6 @@ from endpoint_support import ROLE, USERSCRIPT, running_endpoint, wait_for
 
 pytestmark = pytest.mark.integration
 
-
-def _request_driven_tuner() -> bool:
-    from sm_toolkit.local.tuning import run_local_tuning
-
-    return next(iter(inspect.signature(run_local_tuning).parameters)) == "request"
-
-
-if not _request_driven_tuner():
-    pytest.skip("needs the request-driven local tuner (branch tuner)", allow_module_level=True)
 
 METRIC = "train:loss"
 
@@ -67,15 +57,20 @@ def tuning_request(name: str, bucket: str, *, jobs: int = 3, parallel: int = 2) 
 
 
 @pytest.fixture(scope="module")
-def sm(tmp_path_factory):
-    with running_endpoint(tmp_path_factory.mktemp("serve")) as served:
+def serve_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("serve")
+
+
+@pytest.fixture(scope="module")
+def sm(serve_dir):
+    with running_endpoint(serve_dir) as served:
         boto3.client("s3", region_name="us-east-1", endpoint_url=served.url).create_bucket(
             Bucket="tune-bucket"
         )
         yield boto3.client("sagemaker", region_name="us-east-1", endpoint_url=served.url)
 
 
-def test_tuning_job_runs_trials_and_reports_the_best(sm):
+def test_tuning_job_runs_trials_and_reports_the_best(sm, serve_dir):
     arn = sm.create_hyper_parameter_tuning_job(**tuning_request("ep-tune", "tune-bucket"))[
         "HyperParameterTuningJobArn"
     ]
@@ -117,6 +112,28 @@ def test_tuning_job_runs_trials_and_reports_the_best(sm):
     assert summaries[0]["Strategy"] == "Random"
     with pytest.raises(sm.exceptions.ResourceInUse):
         sm.create_hyper_parameter_tuning_job(**tuning_request("ep-tune", "tune-bucket"))
+    _assert_tracked_as_parent_and_children(serve_dir, "ep-tune", trials, doc)
+
+
+def _assert_tracked_as_parent_and_children(serve_dir, name: str, trials, doc) -> None:
+    """One parent run for the tuning job; each trial's run its child, tagged as AMT says."""
+    mlflow = pytest.importorskip("mlflow")
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{serve_dir}/mlflow/mlflow.db")
+    experiment = client.get_experiment_by_name("sm-toolkit")
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    (parent,) = [r for r in runs if r.info.run_name == name]
+    children = {
+        r.info.run_name: r
+        for r in runs
+        if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+    }
+    assert set(children) == {t["TrainingJobName"] for t in trials}
+    assert parent.info.status == "FINISHED"
+    assert {c.data.tags["sm-toolkit.trial_status"] for c in children.values()} == {"Completed"}
+    best = doc["BestTrainingJob"]
+    assert parent.data.tags["sm-toolkit.best_trial"] == best["TrainingJobName"]
+    objective = best["FinalHyperParameterTuningJobObjectiveMetric"]["Value"]
+    assert parent.data.metrics["best_objective"] == pytest.approx(objective, rel=1e-6)
 
 
 def test_refused_tuning_request_and_unknown_job(sm):
