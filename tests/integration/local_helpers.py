@@ -11,6 +11,10 @@ from typing import Any
 from sm_toolkit.aws.local_request import local_training_request
 from sm_toolkit.local.engine import JobEvents, TrainingJob
 from sm_toolkit.local.metrics import tag_line
+from sm_toolkit.spec import parse_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+USERSCRIPT = ROOT / "tests" / "fixtures" / "userscript"
 
 
 def assert_valid_describe(doc: dict[str, Any]) -> None:
@@ -110,3 +114,24 @@ def run_spec(
             job.stop()
             break
     return Ran(job.wait(), job)
+
+
+def user_spec(bucket: str, **extra) -> object:
+    """A user's own job spec: tests/fixtures/userscript/train.py, SDK-style metrics; ``extra``
+    replaces or adds top-level fields."""
+    data = {
+        "name": "user-job",
+        "entry_point": "train.py",
+        "source_dir": str(USERSCRIPT),
+        "hyperparameters": {"epochs": 3, "scale": 2.0},
+        "image_uri": "sm-toolkit:latest",
+        "role": "arn:aws:iam::123456789012:role/SageMakerTrainingRole",
+        "instance": {"type": "ml.c5.xlarge"},
+        "output_path": f"s3://{bucket}/output",
+        "metrics": [
+            {"name": "train:loss", "regex": r"train:loss=([0-9.]+)"},
+            {"name": "previous_runs", "regex": r"previous_runs=([0-9]+)"},
+        ],
+        **extra,
+    }
+    return parse_spec(data, base_dir=ROOT)

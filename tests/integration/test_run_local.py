@@ -11,34 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
-from local_helpers import assert_valid_describe
+from local_helpers import assert_valid_describe, user_spec
 from local_helpers import run_spec as run_job
 
 from sm_toolkit.errors import ConfigError
-from sm_toolkit.spec import parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "userscript"
 pytestmark = pytest.mark.integration
-
-
-def user_spec(bucket: str, **extra) -> object:
-    data = {
-        "name": "user-job",
-        "entry_point": "train.py",
-        "source_dir": str(FIXTURE),
-        "hyperparameters": {"epochs": 3, "scale": 2.0},
-        "image_uri": "sm-toolkit:latest",
-        "role": "arn:aws:iam::123456789012:role/SageMakerTrainingRole",
-        "instance": {"type": "ml.c5.xlarge"},
-        "output_path": f"s3://{bucket}/output",
-        "metrics": [
-            {"name": "train:loss", "regex": r"train:loss=([0-9.]+)"},
-            {"name": "previous_runs", "regex": r"previous_runs=([0-9]+)"},
-        ],
-        **extra,
-    }
-    return parse_spec(data, base_dir=ROOT)
 
 
 def _tar_names(s3, uri: str) -> list[str]:

@@ -11,14 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from local_helpers import run_spec
+from local_helpers import run_spec, user_spec
 
 from sm_toolkit.local import tracking
-from sm_toolkit.spec import parse_spec
 
 mlflow = pytest.importorskip("mlflow")
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURE = ROOT / "tests" / "fixtures" / "userscript"
 pytestmark = pytest.mark.integration
 
 
@@ -90,24 +88,8 @@ def test_run_local_from_the_cli_is_an_mlflow_run_in_the_default_store(s3, tmp_pa
     assert artifacts.is_relative_to(tmp_path / ".sm-toolkit" / "mlflow" / "artifacts")
 
 
-def _user_spec(bucket: str, **extra):
-    data = {
-        "name": "user-job",
-        "entry_point": "train.py",
-        "source_dir": str(FIXTURE),
-        "hyperparameters": {"epochs": 3, "scale": 2.0},
-        "image_uri": "sm-toolkit:latest",
-        "role": "arn:aws:iam::123456789012:role/SageMakerTrainingRole",
-        "instance": {"type": "ml.c5.xlarge"},
-        "output_path": f"s3://{bucket}/output",
-        "metrics": [{"name": "train:loss", "regex": r"train:loss=([0-9.]+)"}],
-        **extra,
-    }
-    return parse_spec(data, base_dir=ROOT)
-
-
 def test_a_failed_job_is_a_failed_run_with_its_reason(bucket, tmp_path):
-    spec = _user_spec(bucket, hyperparameters={"mode": "fail"})
+    spec = user_spec(bucket, hyperparameters={"mode": "fail"})
     result = run_spec(spec, job_name="user-fail", workdir=tmp_path)
     assert result.status == "Failed"
     (run,) = _runs(tracking.default_uri(tmp_path))
@@ -163,7 +145,7 @@ def mlflow_server(tmp_path):
 
 @pytest.mark.slow  # an MLflow server takes 20-40 s to start on this shared machine
 def test_a_job_with_a_tracking_uri_logs_to_that_server(bucket, tmp_path, mlflow_server):
-    spec = _user_spec(bucket, tracking={"uri": mlflow_server, "experiment": "team"})
+    spec = user_spec(bucket, tracking={"uri": mlflow_server, "experiment": "team"})
     result = run_spec(spec, job_name="user-server", workdir=tmp_path / "w")
     assert result.status == "Completed", result.failure_reason
     assert not (tmp_path / "w" / "mlflow").exists()  # nothing in the embedded store
