@@ -2,11 +2,14 @@
 
 The laptop side (builders, the local engine) and the container side (runtime, trainer,
 launcher) import these instead of spelling paths, variables, reserved hyperparameters or
-limits themselves. Plain constants only: importing this module does nothing.
+limits themselves. Plain constants and pure functions: importing this module does
+nothing. The API's own limits are botocore's SageMaker model, as data: `service_model()`
+loads it once per process for every side that reads it (builders, engine, endpoint).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 
@@ -83,6 +86,14 @@ TRACKING_URI_HINT = (
     "a path, file:/path, http(s)://host[:port], sqlite:///path, databricks, or a SageMaker "
     "MLflow tracking server ARN arn:aws:sagemaker:<region>:<account>:mlflow-tracking-server/<name>"
 )
+
+
+@functools.cache
+def service_model():  # -> botocore.model.ServiceModel
+    """botocore's SageMaker service model (imported and parsed on first use, ~0.3 s)."""
+    import botocore.session
+
+    return botocore.session.get_session().get_service_model("sagemaker")
 
 
 def tracking_uri_ok(uri: str) -> bool:

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-import botocore.session
 from botocore.model import ListShape, MapShape, Shape, StructureShape
 
+from sm_toolkit import contract
 from sm_toolkit.errors import ConfigError
 
 
@@ -34,8 +34,7 @@ class Violation:
 @cache
 def operation_input(operation: str) -> StructureShape:
     """The input shape of one SageMaker operation (botocore's bundled model)."""
-    model = botocore.session.get_session().get_service_model("sagemaker")
-    return model.operation_model(operation).input_shape
+    return contract.service_model().operation_model(operation).input_shape
 
 
 @cache

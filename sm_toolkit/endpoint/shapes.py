@@ -14,10 +14,10 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import botocore.session
 from botocore.model import OperationModel, ServiceModel, Shape
 from botocore.validate import ParamValidator
 
+from sm_toolkit import contract
 from sm_toolkit.endpoint.errors import UnknownOperation, ValidationError
 
 # The one extension of the model: an S3 URI may be a file:// path on this machine (a
@@ -25,10 +25,9 @@ from sm_toolkit.endpoint.errors import UnknownOperation, ValidationError
 LOCAL_URI_SHAPES = frozenset({"S3Uri"})
 
 
-@functools.cache
 def service_model() -> ServiceModel:
-    """The SageMaker service model that ships with botocore."""
-    return botocore.session.get_session().get_service_model("sagemaker")
+    """The SageMaker service model that ships with botocore (one copy per process)."""
+    return contract.service_model()
 
 
 def operation(name: str) -> OperationModel:

@@ -21,8 +21,6 @@ from typing import Any
 from sm_toolkit import contract
 from sm_toolkit.errors import ConfigError
 
-JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-
 
 @dataclass(frozen=True)
 class Channel:
@@ -102,17 +100,22 @@ def _decode(raw: str) -> Any:
 
 
 @cache
-def _service_model():
-    import botocore.session
+def _job_name_pattern() -> re.Pattern:
+    shape = contract.service_model().shape_for("TrainingJobName")
+    return re.compile(shape.metadata["pattern"])
 
-    return botocore.session.get_session().get_service_model("sagemaker")
+
+def _job_name_ok(name: str) -> bool:
+    """TrainingJobName's pattern and length, from the service model."""
+    meta = contract.service_model().shape_for("TrainingJobName").metadata
+    return meta["min"] <= len(name) <= meta["max"] and bool(_job_name_pattern().fullmatch(name))
 
 
 def validate_shape(request: dict[str, Any], operation: str = "CreateTrainingJob") -> None:
     """botocore's own check of a request (required members, types, minimums)."""
     from botocore.validate import ParamValidator
 
-    shape = _service_model().operation_model(operation).input_shape
+    shape = contract.service_model().operation_model(operation).input_shape
     report = ParamValidator().validate(request, shape)
     if report.has_errors():
         first = report.generate_report().splitlines()[0]
@@ -125,7 +128,7 @@ def plan_from_request(request: dict[str, Any], *, region: str = "us-east-1") -> 
     validate_shape(request)
     region = _decode((request.get("HyperParameters") or {}).get(contract.HP_REGION, "")) or region
     name = request["TrainingJobName"]
-    if not JOB_NAME.match(name):
+    if not _job_name_ok(name):
         raise ConfigError("TrainingJobName", name, "1-63 letters, digits and hyphens")
     algo = request["AlgorithmSpecification"]
     notes = list(_refusals(request))

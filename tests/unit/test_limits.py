@@ -108,3 +108,19 @@ def _op(member: str, name: str) -> tuple[str, dict]:
         "CreateTrainingJob" if member == "TrainingJobName" else "CreateHyperParameterTuningJob"
     )
     return operation, {member: name}
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [("a" * 63, True), ("a-b--c", True), ("a" * 64, False), ("-a", False), ("a_b", False)],
+)
+def test_the_engine_takes_the_job_names_the_model_allows(name, ok):
+    """Bad inputs tried: 64 characters, a leading hyphen, an underscore."""
+    from sm_toolkit.local.plan import plan_from_request
+
+    request = _changed(TRAIN, ("TrainingJobName",), name)
+    if ok:
+        assert plan_from_request(request).name == name
+    else:
+        with pytest.raises(ConfigError, match="TrainingJobName"):
+            plan_from_request(request)

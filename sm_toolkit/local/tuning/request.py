@@ -19,9 +19,9 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
+from sm_toolkit import contract
 from sm_toolkit.errors import MISSING, ConfigError
 
 CONFIG = "HyperParameterTuningJobConfig"
@@ -96,16 +96,9 @@ class TuningConfig:
     static_hyperparameters: Mapping[str, str] = field(default_factory=dict)
 
 
-@lru_cache(maxsize=1)
-def _sagemaker_model() -> Any:
-    import botocore.session
-
-    return botocore.session.get_session().get_service_model("sagemaker")
-
-
 def input_shape(operation: str) -> Any:
     """botocore's input shape of a SageMaker operation (the service model, as data)."""
-    return _sagemaker_model().operation_model(operation).input_shape
+    return contract.service_model().operation_model(operation).input_shape
 
 
 def _enum(*path: str) -> tuple[str, ...]:
