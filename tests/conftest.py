@@ -7,12 +7,21 @@ credentials, and the SageMaker SDK's telemetry is opted out through its own conf
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
+
+# The Ctrl-C tests send SIGINT to the processes they start, as a terminal does. A test run
+# started in the background by a non-interactive shell (`cmd &`, nohup) inherits SIGINT
+# *ignored*, and so would every process it starts, which then never sees the Ctrl-C.
+# A handler (unlike an ignore) is reset to the default on exec, so children start as a
+# terminal user's do.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _isolate_from_aws(tmp: Path) -> None:
