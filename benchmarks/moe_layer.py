@@ -170,8 +170,8 @@ def main() -> None:
     per_threads = {}
     for threads in (int(t) for t in args.threads.split(",")):
         torch.set_num_threads(threads)
-        times = time_variants(variants, x_ND, g_ND, args.warmup, args.rounds)
-        per_threads[str(threads)] = report(variants, times, memory, args.rounds)
+        times, faults = time_variants(variants, x_ND, g_ND, args.warmup, args.rounds)
+        per_threads[str(threads)] = report(variants, times, memory, args.rounds, faults)
     keys = [*per_threads[next(iter(per_threads))]]
     worse = {k: min if k.startswith("swiglu_vs_") else max for k in keys}  # vs: higher is better
     result = {k: worse[k](r[k] for r in per_threads.values()) for k in keys if k != "dense_ms"}
@@ -181,25 +181,30 @@ def main() -> None:
     print(json.dumps(result))
 
 
-def time_variants(variants, x_ND, g_ND, warmup: int, rounds: int) -> dict[str, list[float]]:
-    """Interleaved round-robin timing of every variant at the current thread count; the
-    page faults of each variant's last step go in FAULTS."""
+def time_variants(
+    variants, x_ND, g_ND, warmup: int, rounds: int
+) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """Interleaved round-robin timing of every variant at the current thread count: the
+    times, and the page faults of each variant's last step."""
     steps = {name: step_fn(m, x_ND, g_ND) for name, m in variants.items()}
     for _ in range(warmup):
         for step in steps.values():
             step()
     times: dict[str, list[float]] = {name: [] for name in steps}
+    last_faults: dict[str, int] = {}
     for _ in range(rounds):
         for name, step in steps.items():
-            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t0 = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - t0)
-            FAULTS[name] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-    return times
+            last_faults[name] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    return times, last_faults
 
 
-FAULTS: dict[str, int] = {}
+def paired_ratio(times: list[float], baseline: list[float]) -> float:
+    """The median over rounds of time / baseline time in the same round."""
+    return statistics.median(t / b for t, b in zip(times, baseline, strict=True))
 
 
 def report(
@@ -207,13 +212,12 @@ def report(
     times: dict[str, list[float]],
     memory: dict[str, int],
     rounds: int,
+    faults: dict[str, int] | None = None,
 ) -> dict[str, float]:
     median = {name: statistics.median(ts) for name, ts in times.items()}
     dense = median["dense"]
-    paired = {
-        name: statistics.median(t / d for t, d in zip(ts, times["dense"], strict=True))
-        for name, ts in times.items()
-    }
+    paired = {name: paired_ratio(ts, times["dense"]) for name, ts in times.items()}
+    faults = faults or {}
     print(f"MoE layer vs dense FFN, fwd+bwd, N={TOKENS} D={D_MODEL} H={D_FF} k={TOP_K}, fp32, "
           f"{torch.get_num_threads()} threads, {rounds} interleaved rounds")  # fmt: skip
     print(
@@ -225,13 +229,13 @@ def report(
         print(
             f"| {name} | {median[name] * 1e3:.1f} | {min(times[name]) * 1e3:.1f} | "
             f"{paired[name]:.2f} | {median[name] / dense:.2f} | {memory[name] / 2**20:.1f} | "
-            f"{memory[name] / memory['dense']:.2f} | {FAULTS.get(name, '')} |"
+            f"{memory[name] / memory['dense']:.2f} | {faults.get(name, '')} |"
         )
     result = {key: round(paired[key], 3) for key in paired if key != "dense"}
     for name in times:  # how many times faster our SwiGLU experts are, paired per round
         if name.startswith("mixtral"):
             ours = times[f"swiglu_dropless_{name.rsplit('_', 1)[1]}"]
-            ratio = statistics.median(m / o for m, o in zip(times[name], ours, strict=True))
+            ratio = paired_ratio(times[name], ours)
             result[name.replace("mixtral", "swiglu_vs_mixtral", 1)] = round(ratio, 3)
     result["memory_ratio"] = round(
         max(m for k, m in memory.items() if k != "dense" and "mixtral" not in k) / memory["dense"],
