@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from botocore.model import OperationModel, ServiceModel, Shape
+from botocore.model import OperationModel, Shape
 from botocore.validate import ParamValidator
 
 from sm_toolkit import contract
@@ -25,16 +25,11 @@ from sm_toolkit.endpoint.errors import UnknownOperation, ValidationError
 LOCAL_URI_SHAPES = frozenset({"S3Uri"})
 
 
-def service_model() -> ServiceModel:
-    """The SageMaker service model that ships with botocore (one copy per process)."""
-    return contract.service_model()
-
-
 def operation(name: str) -> OperationModel:
     """The model of one SageMaker operation; UnknownOperation if botocore has none."""
-    if name not in service_model().operation_names:
+    if name not in contract.service_model().operation_names:
         raise UnknownOperation(f"Operation {name!r} is not a SageMaker operation")
-    return service_model().operation_model(name)
+    return contract.service_model().operation_model(name)
 
 
 def validate_input(op_name: str, params: Any) -> None:

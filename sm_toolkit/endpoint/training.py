@@ -160,7 +160,7 @@ class TrainingJobs:
                 image=self.image,
                 events=events,
                 interrupt_after=_interrupt_after(request),
-                **({} if tracking_parent is None else {"tracking_parent": tracking_parent}),
+                tracking_parent=tracking_parent,
             )
         except ToolkitError as exc:  # the engine refuses what it cannot run: one line
             raise ValidationError(str(exc)) from None

@@ -100,15 +100,15 @@ def _decode(raw: str) -> Any:
 
 
 @cache
-def _job_name_pattern() -> re.Pattern:
-    shape = contract.service_model().shape_for("TrainingJobName")
-    return re.compile(shape.metadata["pattern"])
+def _job_name_rule() -> tuple[int, int, re.Pattern]:
+    """TrainingJobName's length bounds and pattern, from the service model."""
+    meta = contract.service_model().shape_for("TrainingJobName").metadata
+    return meta["min"], meta["max"], re.compile(meta["pattern"])
 
 
 def _job_name_ok(name: str) -> bool:
-    """TrainingJobName's pattern and length, from the service model."""
-    meta = contract.service_model().shape_for("TrainingJobName").metadata
-    return meta["min"] <= len(name) <= meta["max"] and bool(_job_name_pattern().fullmatch(name))
+    shortest, longest, pattern = _job_name_rule()
+    return shortest <= len(name) <= longest and bool(pattern.fullmatch(name))
 
 
 def validate_shape(request: dict[str, Any], operation: str = "CreateTrainingJob") -> None:

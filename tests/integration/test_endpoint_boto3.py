@@ -15,7 +15,8 @@ from endpoint_support import (
     wait_for_script,
 )
 
-from sm_toolkit.endpoint.shapes import service_constraint_errors, service_model
+from sm_toolkit.contract import service_model
+from sm_toolkit.endpoint.shapes import service_constraint_errors
 
 pytestmark = pytest.mark.integration
 FAST = {"Delay": 1, "MaxAttempts": 120}  # the waiter's own default polls every 120 s

@@ -67,9 +67,9 @@ def test_a_map_over_its_size_is_one_violation_with_the_count():
 
 
 def _shape(name: str):
-    import botocore.session
+    from sm_toolkit.contract import service_model
 
-    return botocore.session.get_session().get_service_model("sagemaker").shape_for(name)
+    return service_model().shape_for(name)
 
 
 def test_the_spec_checks_that_run_before_rendering_are_the_models_own():
@@ -94,20 +94,16 @@ def test_generated_job_names_fit_the_models_lengths():
 
     assert max_length(tuning=False) == _shape("TrainingJobName").metadata["max"] == 63
     assert max_length(tuning=True) == _shape("HyperParameterTuningJobName").metadata["max"] == 32
-    for tuning, pattern in ((False, "TrainingJobName"), (True, "HyperParameterTuningJobName")):
+    for tuning, operation, member in (
+        (False, "CreateTrainingJob", "TrainingJobName"),
+        (True, "CreateHyperParameterTuningJob", "HyperParameterTuningJobName"),
+    ):
         name = unique_name("x" * 80, tuning=tuning)
         assert len(name) == max_length(tuning=tuning)
-        assert not limits.violations(*_op(pattern, name)), name
+        assert not limits.violations(operation, {member: name}), name
         cut_at_a_hyphen = unique_name("a-" * 40, tuning=tuning)  # the cut drops a trailing hyphen
-        assert not limits.violations(*_op(pattern, cut_at_a_hyphen)), cut_at_a_hyphen
+        assert not limits.violations(operation, {member: cut_at_a_hyphen}), cut_at_a_hyphen
     assert len(replay_name("x" * 80)) == 63
-
-
-def _op(member: str, name: str) -> tuple[str, dict]:
-    operation = (
-        "CreateTrainingJob" if member == "TrainingJobName" else "CreateHyperParameterTuningJob"
-    )
-    return operation, {member: name}
 
 
 @pytest.mark.parametrize(
