@@ -5,7 +5,9 @@ d_ff = top_k * 1024 = 2048, so both do the same matmul FLOPs per token. SwiGLU e
 Hugging Face's Mixtral block, when `transformers` is installed: `pip install .[bench]`)
 have three matrices, so their intermediate width is 2/3 of 1024, rounded to 680 (a
 multiple of 8, which grouped_mm needs): equal active FLOPs within 0.4 %. Expert variants:
-`loop` (one matmul per expert, `moe_loop.LoopExperts`), `grouped`
+`loop` (one matmul per expert, `moe_loop.LoopExperts`; at 2+ threads experts of 512 rows
+or fewer, the 32-expert ones here, run across threads, one thread each, and
+`dropless_serial_e32` is that loop one expert at a time over all threads), `grouped`
 (torch.nn.functional.grouped_mm, on a device dispatch plan), and the default `auto` (the
 faster of the two by the median of five paired timings, once per device and shape). One
 timed step is forward + backward (router, balance loss and z-loss included for the MoE).
@@ -44,6 +46,7 @@ block (median of per-round time ratios; for these keys the worse thread count is
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import statistics
@@ -54,6 +57,7 @@ import torch
 from torch import nn
 from torch.distributed._tools.mem_tracker import MemTracker
 
+from sm_toolkit.models import moe_loop
 from sm_toolkit.models.moe_experts import FeedForward, GroupedExperts
 from sm_toolkit.models.moe_layer import DispatchConfig, MoELayer
 from sm_toolkit.models.moe_router import RouterConfig, TopKRouter
@@ -113,6 +117,8 @@ def make_variants() -> dict[str, nn.Module]:
         variants[f"dropless_e{e}"] = make_moe(e, dropless)
         variants[f"dropless_loop_e{e}"] = make_moe(e, dropless, compute="loop")
         variants[f"dropless_grouped_e{e}"] = make_moe(e, dropless, compute="grouped")
+        if e == 32:  # 256 rows an expert: the loop runs its experts across threads
+            variants[f"dropless_serial_e{e}"] = make_moe(e, dropless, compute="loop")
         variants[f"swiglu_dropless_e{e}"] = make_moe(e, dropless, kind="swiglu")
         variants[f"capacity_e{e}"] = make_moe(e, DispatchConfig(capacity_factor=1.25))
         variants[f"padded_e{e}"] = make_moe(
@@ -125,10 +131,24 @@ def make_variants() -> dict[str, nn.Module]:
     return variants
 
 
-def step_fn(module: nn.Module, x_ND: torch.Tensor, g_ND: torch.Tensor) -> Callable[[], None]:
+@contextlib.contextmanager
+def serial_loop():
+    """The loop's experts one after another, each matmul over all intra-op threads."""
+    saved = moe_loop.EXPERT_THREAD_MAX_ROWS
+    moe_loop.EXPERT_THREAD_MAX_ROWS = 0
+    try:
+        yield
+    finally:
+        moe_loop.EXPERT_THREAD_MAX_ROWS = saved
+
+
+def step_fn(
+    module: nn.Module, x_ND: torch.Tensor, g_ND: torch.Tensor, serial: bool = False
+) -> Callable[[], None]:
     def step() -> None:
         if isinstance(module, MoELayer):  # (y, aux_loss, stats)
-            y_ND, aux, _ = module(x_ND)
+            with serial_loop() if serial else contextlib.nullcontext():
+                y_ND, aux, _ = module(x_ND)
             loss = (y_ND * g_ND).sum() + aux
         elif isinstance(module, FeedForward):
             loss = (module(x_ND) * g_ND).sum()
@@ -186,7 +206,7 @@ def time_variants(
 ) -> tuple[dict[str, list[float]], dict[str, int]]:
     """Interleaved round-robin timing of every variant at the current thread count: the
     times, and the page faults of each variant's last step."""
-    steps = {name: step_fn(m, x_ND, g_ND) for name, m in variants.items()}
+    steps = {name: step_fn(m, x_ND, g_ND, "_serial_" in name) for name, m in variants.items()}
     for _ in range(warmup):
         for step in steps.values():
             step()

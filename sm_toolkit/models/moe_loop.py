@@ -22,6 +22,10 @@ SwiGLU's silu gate); other activations, autocast and DTensor weights use the aut
 
 from __future__ import annotations
 
+import os
+import queue
+import threading
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -63,27 +67,57 @@ def _segments(counts: list[int]) -> list[tuple[int, slice]]:
     return out
 
 
+def _forward_segment(x_SD, y_SD, e, rows, act, w1_EDH, w2_EHD, w3_EDH):
+    """Expert e on its rows: writes y_SD[rows], returns what its backward needs."""
+    x_rD = x_SD[rows]
+    a_rH = x_rD @ w1_EDH[e]
+    # The hidden rows are kept as their own small tensors: they are still in cache for the
+    # second matmul, and the allocator reuses their memory step after step (one [S, H]
+    # buffer would be fresh pages, page-faulted, every step).
+    h_rH = torch.empty_like(a_rH)
+    _activate(act, a_rH, out=h_rH)
+    b_rH = None
+    if w3_EDH is not None:  # swiglu: h = silu(x w1) * (x w3)
+        b_rH = x_rD @ w3_EDH[e]
+        h_rH *= b_rH
+    torch.mm(h_rH, w2_EHD[e], out=y_SD[rows])
+    return a_rH, b_rH, h_rH
+
+
+def _backward_segment(saved, grads, e, rows, act, hidden) -> None:
+    """Expert e's input rows and weight gradients, written into their slices of `grads`."""
+    x_SD, g_SD, w1_EDH, w2_EHD, w3_EDH = saved
+    gx_SD, gw1_EDH, gw2_EHD, gw3_EDH = grads
+    a_rH, b_rH, h_rH = hidden
+    x_rD, g_rD = x_SD[rows], g_SD[rows]
+    torch.mm(h_rH.t(), g_rD, out=gw2_EHD[e])
+    gh_rH = g_rD @ w2_EHD[e].t()
+    if b_rH is None:
+        ga_rH = _activate_backward(act, gh_rH, a_rH, h_rH)
+    else:  # h = silu(a) * b
+        gb_rH = gh_rH * F.silu(a_rH)
+        ga_rH = torch.ops.aten.silu_backward(gh_rH * b_rH, a_rH)
+        torch.mm(x_rD.t(), gb_rH, out=gw3_EDH[e])
+    torch.mm(x_rD.t(), ga_rH, out=gw1_EDH[e])
+    torch.mm(ga_rH, w1_EDH[e].t(), out=gx_SD[rows])
+    if b_rH is not None:
+        gx_SD[rows] += gb_rH @ w3_EDH[e].t()
+
+
 class LoopExperts(torch.autograd.Function):
     """y = act(x w1_e) w2_e (mlp) or (silu(x w1_e) * (x w3_e)) w2_e (swiglu), per segment."""
 
     @staticmethod
     def forward(ctx, x_SD, counts, act, w1_EDH, w2_EHD, w3_EDH):  # type: ignore[override]
         y_SD = x_SD.new_empty(x_SD.shape[0], w2_EHD.shape[2])
-        # One segment at a time, its hidden rows kept as their own small tensors: they are
-        # still in cache for the second matmul, and the allocator reuses their memory step
-        # after step (one [S, H] buffer would be fresh pages, page-faulted, every step).
-        hidden = []
-        for e, rows in _segments(counts):
-            x_rD = x_SD[rows]
-            a_rH = x_rD @ w1_EDH[e]
-            h_rH = torch.empty_like(a_rH)
-            _activate(act, a_rH, out=h_rH)
-            b_rH = None
-            if w3_EDH is not None:  # swiglu: h = silu(x w1) * (x w3)
-                b_rH = x_rD @ w3_EDH[e]
-                h_rH *= b_rH
-            torch.mm(h_rH, w2_EHD[e], out=y_SD[rows])
-            hidden.append((a_rH, b_rH, h_rH))
+        segments = _segments(counts)
+        hidden: list = [None] * len(segments)
+
+        def run(e: int, rows: slice) -> None:
+            hidden[e] = _forward_segment(x_SD, y_SD, e, rows, act, w1_EDH, w2_EHD, w3_EDH)
+
+        ctx.workers = expert_threads(x_SD, counts)
+        _run_segments(run, segments, ctx.workers)
         ctx.counts, ctx.act, ctx.hidden = counts, act, hidden
         ctx.save_for_backward(x_SD, w1_EDH, w2_EHD, w3_EDH)
         return y_SD
@@ -91,23 +125,130 @@ class LoopExperts(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_SD):  # type: ignore[override]
         x_SD, w1_EDH, w2_EHD, w3_EDH = ctx.saved_tensors
-        g_SD = g_SD.contiguous()
-        gx_SD = torch.empty_like(x_SD)
+        saved = (x_SD, g_SD.contiguous(), w1_EDH, w2_EHD, w3_EDH)
         gw1_EDH, gw2_EHD = torch.empty_like(w1_EDH), torch.empty_like(w2_EHD)
         gw3_EDH = torch.empty_like(w3_EDH) if w3_EDH is not None else None
-        for (e, rows), (a_rH, b_rH, h_rH) in zip(_segments(ctx.counts), ctx.hidden, strict=True):
-            x_rD, g_rD = x_SD[rows], g_SD[rows]
-            torch.mm(h_rH.t(), g_rD, out=gw2_EHD[e])
-            gh_rH = g_rD @ w2_EHD[e].t()
-            if b_rH is None:
-                ga_rH = _activate_backward(ctx.act, gh_rH, a_rH, h_rH)
-            else:  # h = silu(a) * b
-                gb_rH = gh_rH * F.silu(a_rH)
-                ga_rH = torch.ops.aten.silu_backward(gh_rH * b_rH, a_rH)
-                torch.mm(x_rD.t(), gb_rH, out=gw3_EDH[e])
-            torch.mm(x_rD.t(), ga_rH, out=gw1_EDH[e])
-            torch.mm(ga_rH, w1_EDH[e].t(), out=gx_SD[rows])
-            if b_rH is not None:
-                gx_SD[rows] += gb_rH @ w3_EDH[e].t()
+        grads = (torch.empty_like(x_SD), gw1_EDH, gw2_EHD, gw3_EDH)
+        hidden = ctx.hidden
+
+        def run(e: int, rows: slice) -> None:
+            _backward_segment(saved, grads, e, rows, ctx.act, hidden[e])
+
+        _run_segments(run, _segments(ctx.counts), ctx.workers)
         ctx.hidden = None  # free the saved activations now, as autograd frees its own
-        return gx_SD, None, None, gw1_EDH, gw2_EHD, gw3_EDH
+        return grads[0], None, None, gw1_EDH, gw2_EHD, gw3_EDH
+
+
+# Experts across threads. With T > 1 intra-op threads, each small matmul of the loop is
+# split over T threads, and small matmuls split badly: measured at 2 threads (forward +
+# backward matmuls of 8192 rows, D 256, H 1024, 1 of each shape), running whole experts on
+# 2 threads of 1 intra-op thread each took 0.82x the split loop's time at 256 rows per expert
+# and 0.86x at 512, but 1.14x at 1024, where two experts' working sets share the L3 (the
+# split loop keeps one). So experts go to threads when they are small.
+EXPERT_THREAD_MAX_ROWS = 512
+
+
+def expert_threads(x_SD: torch.Tensor, counts: list[int]) -> _Workers | None:
+    """The worker threads that run this call's experts, or None for the plain loop: one
+    intra-op thread, non-CPU tensors, fewer than two experts with rows per thread, experts
+    of more than EXPERT_THREAD_MAX_ROWS rows on average, or a dispatch mode (a memory
+    tracker, a recorder) or the compiler watching this thread's ops, which other threads'
+    ops would escape."""
+    threads = torch.get_num_threads()
+    if threads < 2 or x_SD.device.type != "cpu" or sum(1 for n in counts if n) < 2 * threads:
+        return None  # (two experts a thread at least: each thread finds work, and balance)
+    if x_SD.shape[0] > EXPERT_THREAD_MAX_ROWS * len(counts):
+        return None
+    if torch._C._len_torch_dispatch_stack() or torch.compiler.is_compiling():
+        return None
+    return _Workers.get(threads)
+
+
+def _run_segments(run, segments: list[tuple[int, slice]], workers: _Workers | None) -> None:
+    if workers is None:
+        for e, rows in segments:
+            run(e, rows)
+        return
+    # Largest first, each worker taking the next when it is free: dropless segments differ.
+    pending = queue.SimpleQueue()
+    for e, rows in sorted(segments, key=lambda s: s[1].start - s[1].stop):
+        pending.put((e, rows))
+
+    def drain() -> None:
+        while True:
+            try:
+                e, rows = pending.get_nowait()
+            except queue.Empty:
+                return
+            run(e, rows)
+
+    workers.run_all(drain)
+
+
+class _Workers:
+    """T daemon threads, each with one intra-op thread, that run a task together."""
+
+    _pool: _Workers | None = None
+    _lock = threading.Lock()
+
+    @classmethod
+    def get(cls, n: int) -> _Workers:
+        with cls._lock:
+            if cls._pool is None or cls._pool.n != n:
+                cls._pool = cls(n)
+            return cls._pool
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._inboxes: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(n)]
+        ready = threading.Barrier(n + 1)
+        for i, inbox in enumerate(self._inboxes):
+            threading.Thread(
+                target=self._serve, args=(inbox, ready), name=f"moe-experts-{i}", daemon=True
+            ).start()
+        ready.wait()
+        # torch.set_num_threads(1) in a worker also set the count that threads started from
+        # now on begin with; the calling thread's own count is untouched: set both back.
+        torch.set_num_threads(n)
+
+    @staticmethod
+    def _serve(inbox: queue.SimpleQueue, ready: threading.Barrier) -> None:
+        torch.get_num_threads()  # torch's per-thread lazy set-up runs now, not at the first op
+        torch.set_num_threads(1)
+        ready.wait()
+        while True:
+            task, done = inbox.get()
+            if task is None:
+                return
+            error = None
+            try:
+                with torch.no_grad():  # grad mode is per thread; the caller's is off here
+                    task()
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                error = exc
+            # Drop the task before reporting: it holds the caller's tensors (the gradients
+            # among them), and autograd copies a gradient that anything else still holds.
+            task = None
+            done.put(error)
+
+    def run_all(self, task) -> None:
+        """Runs `task` on every worker at once; returns when all are done (re-raises)."""
+        done: queue.SimpleQueue = queue.SimpleQueue()
+        for inbox in self._inboxes:
+            inbox.put((task, done))
+        errors = [done.get() for _ in self._inboxes]
+        for exc in errors:
+            if exc is not None:
+                raise exc
+
+    def close(self) -> None:
+        for inbox in self._inboxes:
+            inbox.put((None, None))
+
+
+def _forget_workers_after_fork() -> None:
+    _Workers._pool = None  # a forked child (a DataLoader worker) has none of the threads
+    _Workers._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_workers_after_fork)
