@@ -18,11 +18,14 @@ round cancels the slow drift of a shared machine's load better than a ratio of t
 separate medians (also shown).
 
 Page faults: the minor faults of a variant's last timed step. glibc's malloc hands
-allocations of 32 MiB and more (the dense FFN's [4096, 2048] hidden) straight to mmap and
-gives them back on free, so such a step writes fresh pages, which the kernel zeroes one at
-a time (~25-33k faults, 9-14 % of the dense step here); the MoE variants' smaller pieces come
-from reused memory. With `MALLOC_MMAP_THRESHOLD_=1073741824` in the environment nothing
-faults, and the ratios compare the arithmetic alone.
+allocations of 32 MiB and more straight to mmap and gives them back on free: the dense
+FFN's [4096, 2048] hidden, and at 32 experts each [E, D, H] weight gradient (new every
+step, as after `zero_grad()`). Such a step writes fresh pages, which the kernel zeroes one
+at a time (8k faults per 32 MiB; 9-16 % of a step on this VM). Which variant pays depends
+on what ran before it in the process. `--no-page-faults` makes glibc keep what is freed
+(mallopt: no mmap, no trimming), so no variant faults once warm and the ratios compare the
+arithmetic alone. (`MALLOC_MMAP_THRESHOLD_` in the environment does not: glibc still maps
+and unmaps some of these blocks.)
 
 Peak extra memory: `torch.distributed._tools.mem_tracker.MemTracker`, a TorchDispatchMode
 that accounts for every tensor storage allocated and freed (activations, temporaries,
@@ -32,6 +35,7 @@ memory over the dense FFN's.
 
     .venv/bin/python benchmarks/moe_layer.py              # 1 then 2 threads, ~6 min
     .venv/bin/python benchmarks/moe_layer.py --threads 1 --rounds 3   # quicker, noisier
+    .venv/bin/python benchmarks/moe_layer.py --no-page-faults         # arithmetic alone
 
 The last line printed is one JSON object of paired ratios to dense, the worse of the thread
 counts for each key: dropless_e8, dropless_e32, capacity_e8, capacity_e32 (capacity factor
@@ -47,6 +51,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import resource
 import statistics
@@ -179,7 +185,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15, help="timed repeats per variant")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", default="1,2", help="torch thread counts, in turn")
+    parser.add_argument(
+        "--no-page-faults", action="store_true",
+        help="glibc keeps freed memory (no mmap, no trim), so no step writes fresh pages",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.no_page_faults:
+        keep_freed_memory()
     torch.manual_seed(0)
     x_ND = torch.randn(TOKENS, D_MODEL, requires_grad=True)
     g_ND = torch.randn(TOKENS, D_MODEL)
@@ -197,8 +209,17 @@ def main() -> None:
     result = {k: worse[k](r[k] for r in per_threads.values()) for k in keys if k != "dense_ms"}
     for key in MIXTRAL_KEYS:
         result.setdefault(key, None)
+    result["no_page_faults"] = args.no_page_faults
     result["per_threads"] = per_threads
     print(json.dumps(result))
+
+
+def keep_freed_memory() -> None:
+    """glibc's malloc from now on: no allocation by mmap, no trimming of the heap's top."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    m_trim_threshold, m_mmap_max = -1, -4  # malloc.h
+    if not (libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2**31 - 1)):
+        raise SystemExit("--no-page-faults: this C library's mallopt refused (glibc only)")
 
 
 def time_variants(
