@@ -195,6 +195,8 @@ class _Workers:
     def get(cls, n: int) -> _Workers:
         with cls._lock:
             if cls._pool is None or cls._pool.n != n:
+                if cls._pool is not None:  # the thread count changed: end the old workers
+                    cls._pool.close()
                 cls._pool = cls(n)
             return cls._pool
 
@@ -202,10 +204,14 @@ class _Workers:
         self.n = n
         self._inboxes: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(n)]
         ready = threading.Barrier(n + 1)
-        for i, inbox in enumerate(self._inboxes):
+        self._threads = [
             threading.Thread(
                 target=self._serve, args=(inbox, ready), name=f"moe-experts-{i}", daemon=True
-            ).start()
+            )
+            for i, inbox in enumerate(self._inboxes)
+        ]
+        for thread in self._threads:
+            thread.start()
         ready.wait()
         # torch.set_num_threads(1) in a worker also set the count that threads started from
         # now on begin with; the calling thread's own count is untouched: set both back.

@@ -107,6 +107,20 @@ def test_weight_gradients_are_handed_over_not_copied(two_threads):
     assert weight_bytes <= allocated.total < 1.5 * weight_bytes
 
 
+def test_a_new_thread_count_ends_the_old_workers(two_threads):
+    old = moe_loop._Workers.get(2)
+    assert all(thread.is_alive() for thread in old._threads)
+    torch.set_num_threads(3)
+    new = moe_loop._Workers.get(3)
+    assert new is not old and new.n == 3
+    ran = []
+    new.run_all(lambda: ran.append(torch.get_num_threads()))
+    assert ran == [1, 1, 1]
+    for thread in old._threads:
+        thread.join(timeout=10)
+    assert not any(thread.is_alive() for thread in old._threads)
+
+
 def test_an_error_in_a_worker_reaches_the_caller(two_threads):
     workers = moe_loop._Workers.get(2)
 
