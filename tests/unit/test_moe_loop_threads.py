@@ -18,11 +18,8 @@ COUNTS = [9, 0, 21, 4, 13, 1, 0, 16]  # dropless-like: uneven, two experts witho
 
 
 @pytest.fixture
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+def two_threads(torch_threads):
+    torch_threads(2)
 
 
 def run(experts: GroupedExperts, x_SD: torch.Tensor, g_SD: torch.Tensor) -> list[torch.Tensor]:

@@ -101,12 +101,9 @@ def test_aux_loss_free_bias_moves_against_the_load():
 
 
 @pytest.fixture
-def one_thread():
+def one_thread(torch_threads):
     """Tiny matmuls: a second thread only adds synchronisation (10x slower on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    torch_threads(1)
 
 
 def test_model_trains_on_a_tiny_task(one_thread):
