@@ -5,8 +5,8 @@ d_ff = top_k * 1024 = 2048, so both do the same matmul FLOPs per token. SwiGLU e
 Hugging Face's Mixtral block, when `transformers` is installed: `pip install .[bench]`)
 have three matrices, so their intermediate width is 2/3 of 1024, rounded to 680 (a
 multiple of 8, which grouped_mm needs): equal active FLOPs within 0.4 %. Expert variants:
-`loop` (one matmul per expert, `moe_loop.LoopExperts`; at 2+ threads experts of 512 rows
-or fewer, the 32-expert ones here, run across threads, one thread each, and
+`loop` (one matmul per expert, `moe_loop.LoopExperts`; at 2+ threads it runs whole experts
+of 256 rows or fewer across worker threads, here the 32-expert ones, and
 `dropless_serial_e32` is that loop one expert at a time over all threads), `grouped`
 (torch.nn.functional.grouped_mm, on a device dispatch plan), and the default `auto` (the
 faster of the two by the median of five paired timings, once per device and shape). One
@@ -140,12 +140,12 @@ def make_variants() -> dict[str, nn.Module]:
 @contextlib.contextmanager
 def serial_loop():
     """The loop's experts one after another, each matmul over all intra-op threads."""
-    saved = moe_loop.EXPERT_THREAD_MAX_ROWS
-    moe_loop.EXPERT_THREAD_MAX_ROWS = 0
+    saved = moe_loop.USE_THREADS
+    moe_loop.USE_THREADS = False
     try:
         yield
     finally:
-        moe_loop.EXPERT_THREAD_MAX_ROWS = saved
+        moe_loop.USE_THREADS = saved
 
 
 def step_fn(

@@ -122,7 +122,10 @@ class GroupedExperts(nn.Module):
         w3 = self.w3_EDH if self.kind == "swiglu" else None
         weights = [self.w1_EDH, self.w2_EHD] + ([w3] if w3 is not None else [])
         if moe_loop.supports(self.act, x_SD, weights):
-            return moe_loop.LoopExperts.apply(x_SD, counts, self.act, self.w1_EDH, self.w2_EHD, w3)
+            workers = moe_loop.expert_threads(x_SD, counts, weights)
+            return moe_loop.LoopExperts.apply(
+                x_SD, counts, self.act, self.w1_EDH, self.w2_EHD, w3, workers
+            )
         return self.forward_autograd_loop(x_SD, counts)
 
     def forward_autograd_loop(self, x_SD: torch.Tensor, counts: list[int]) -> torch.Tensor:

@@ -108,7 +108,7 @@ class LoopExperts(torch.autograd.Function):
     """y = act(x w1_e) w2_e (mlp) or (silu(x w1_e) * (x w3_e)) w2_e (swiglu), per segment."""
 
     @staticmethod
-    def forward(ctx, x_SD, counts, act, w1_EDH, w2_EHD, w3_EDH):  # type: ignore[override]
+    def forward(ctx, x_SD, counts, act, w1_EDH, w2_EHD, w3_EDH, workers=None):  # type: ignore[override]
         y_SD = x_SD.new_empty(x_SD.shape[0], w2_EHD.shape[2])
         segments = _segments(counts)
         hidden: list = [None] * len(segments)
@@ -116,8 +116,8 @@ class LoopExperts(torch.autograd.Function):
         def run(e: int, rows: slice) -> None:
             hidden[e] = _forward_segment(x_SD, y_SD, e, rows, act, w1_EDH, w2_EHD, w3_EDH)
 
-        ctx.workers = expert_threads(x_SD, counts)
-        _run_segments(run, segments, ctx.workers)
+        ctx.workers = workers
+        _run_segments(run, segments, workers)
         ctx.counts, ctx.act, ctx.hidden = counts, act, hidden
         ctx.save_for_backward(x_SD, w1_EDH, w2_EHD, w3_EDH)
         return y_SD
@@ -136,28 +136,40 @@ class LoopExperts(torch.autograd.Function):
 
         _run_segments(run, _segments(ctx.counts), ctx.workers)
         ctx.hidden = None  # free the saved activations now, as autograd frees its own
-        return grads[0], None, None, gw1_EDH, gw2_EHD, gw3_EDH
+        return grads[0], None, None, gw1_EDH, gw2_EHD, gw3_EDH, None
 
 
-# Experts across threads. With T > 1 intra-op threads, each small matmul of the loop is
-# split over T threads, and small matmuls split badly: measured at 2 threads (forward +
-# backward matmuls of 8192 rows, D 256, H 1024, 1 of each shape), running whole experts on
-# 2 threads of 1 intra-op thread each took 0.82x the split loop's time at 256 rows per expert
-# and 0.86x at 512, but 1.14x at 1024, where two experts' working sets share the L3 (the
-# split loop keeps one). So experts go to threads when they are small.
-EXPERT_THREAD_MAX_ROWS = 512
+# Experts across threads. With T > 1 intra-op threads, each matmul of the loop is split
+# over T threads, and small matmuls split badly. Measured at 2 threads, forward + backward of
+# the loop alone, whole experts on 2 threads of one intra-op thread each vs one after
+# another (x the serial time; D x H, rows an expert):
+#   256 x 1024: 0.78 at 128 rows, 0.82-0.83 at 256, 0.86-1.00 at 512, 1.14 at 1024;
+#   512 x 2048: 0.88 at 128 rows; 512 x 1024: 0.97 at 256; 256 x 512: 0.90 at 256;
+#   128 x 256 to 128 x 1024: 0.91-1.02, and 1.05-1.08 x slower for a whole MoE LM step
+#   (D 128, H 256, 256-512 rows), where the hand-over outweighs matmuls this small.
+# The rule keeps the clear wins. It is a rule, not a per-process measurement, because the
+# two schedules can round differently (MKL splits a matmul by rows over threads): the same
+# job with the same thread count must give the same numbers, a resumed one included.
+USE_THREADS = True  # False: experts one after another, always
+THREAD_MAX_ROWS = 256  # mean rows an expert
+THREAD_MIN_WEIGHTS = 256 * 512  # D x H of one expert's matrix
 
 
-def expert_threads(x_SD: torch.Tensor, counts: list[int]) -> _Workers | None:
-    """The worker threads that run this call's experts, or None for the plain loop: one
+def expert_threads(
+    x_SD: torch.Tensor, counts: list[int], weights: list[torch.Tensor]
+) -> _Workers | None:
+    """The worker threads that run this call's experts, or None for the serial loop: one
     intra-op thread, non-CPU tensors, fewer than two experts with rows per thread, experts
-    of more than EXPERT_THREAD_MAX_ROWS rows on average, or a dispatch mode (a memory
-    tracker, a recorder) or the compiler watching this thread's ops, which other threads'
-    ops would escape."""
+    outside the rule above (more than THREAD_MAX_ROWS rows on average, or matrices under
+    THREAD_MIN_WEIGHTS), or a dispatch mode (a memory tracker, a recorder) or the compiler
+    watching this thread's ops, which other threads' ops would escape."""
     threads = torch.get_num_threads()
-    if threads < 2 or x_SD.device.type != "cpu" or sum(1 for n in counts if n) < 2 * threads:
-        return None  # (two experts a thread at least: each thread finds work, and balance)
-    if x_SD.shape[0] > EXPERT_THREAD_MAX_ROWS * len(counts):
+    if not USE_THREADS or threads < 2 or x_SD.device.type != "cpu":
+        return None
+    if sum(1 for n in counts if n) < 2 * threads:
+        return None  # two experts a thread at least: each thread finds work, and balance
+    e, d, h = weights[0].shape
+    if x_SD.shape[0] > THREAD_MAX_ROWS * e or d * h < THREAD_MIN_WEIGHTS:
         return None
     if torch._C._len_torch_dispatch_stack() or torch.compiler.is_compiling():
         return None
