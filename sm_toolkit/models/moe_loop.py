@@ -177,7 +177,9 @@ def expert_threads(
 
 
 def _run_segments(run, segments: list[tuple[int, slice]], workers: _Workers | None) -> None:
-    if workers is None:
+    # Closed workers: the thread count changed between a forward and its backward, and a
+    # new pool replaced the one the forward used; the backward runs serially.
+    if workers is None or workers.closed:
         for e, rows in segments:
             run(e, rows)
         return
@@ -213,7 +215,7 @@ class _Workers:
             return cls._pool
 
     def __init__(self, n: int) -> None:
-        self.n = n
+        self.n, self.closed = n, False
         self._inboxes: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(n)]
         ready = threading.Barrier(n + 1)
         self._threads = [
@@ -260,6 +262,7 @@ class _Workers:
                 raise exc
 
     def close(self) -> None:
+        self.closed = True
         for inbox in self._inboxes:
             inbox.put((None, None))
 

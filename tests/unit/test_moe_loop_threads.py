@@ -153,6 +153,30 @@ def test_a_new_thread_count_ends_the_old_workers(two_threads):
     assert not any(thread.is_alive() for thread in old._threads)
 
 
+def test_a_backward_after_its_workers_were_replaced_finishes(threads_chosen):
+    """A forward on 2 threads, the count changed to 3 and another forward (a new pool
+    ends the old one), then the first backward: it runs serially instead of waiting on
+    workers that are gone."""
+    experts, x_SD = make_experts(), torch.randn(64, 16, requires_grad=True)
+    y = experts.forward_loop(x_SD, COUNTS)
+    torch.set_num_threads(3)
+    assert chosen(experts, x_SD, COUNTS).n == 3  # six experts with rows: two a thread
+    assert y.grad_fn is not None
+    finished = threading.Event()
+
+    def backward() -> None:
+        y.sum().backward()
+        finished.set()
+
+    threading.Thread(target=backward, daemon=True).start()
+    assert finished.wait(timeout=30), "the backward waited on closed workers"
+    expected = x_SD.detach().clone().requires_grad_(True)
+    torch.set_num_threads(1)
+    experts.zero_grad(set_to_none=True)
+    experts.forward_loop(expected, COUNTS).sum().backward()
+    torch.testing.assert_close(x_SD.grad, expected.grad)
+
+
 def test_an_error_in_a_worker_reaches_the_caller(two_threads):
     workers = moe_loop._Workers.get(2)
 
