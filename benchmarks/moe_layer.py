@@ -36,6 +36,13 @@ memory over the dense FFN's.
     .venv/bin/python benchmarks/moe_layer.py              # 1 then 2 threads, ~6 min
     .venv/bin/python benchmarks/moe_layer.py --threads 1 --rounds 3   # quicker, noisier
     .venv/bin/python benchmarks/moe_layer.py --no-page-faults         # arithmetic alone
+    .venv/bin/python benchmarks/moe_layer.py --parts                  # + where the time goes
+
+`--parts` adds two variants per expert count that split a dropless MLP layer's step in two:
+`experts_only_e*` runs the experts alone (the same `auto` path, on its own 8192 rows evenly
+split, as a router would split them at perfect balance), and `routing_only_e*` runs
+everything else: the layer with experts that hand their rows back unchanged (router,
+balance and z-loss, the sort, the gather, the gate-weighted scatter, and their backward).
 
 The last line printed is one JSON object of paired ratios to dense, the worse of the thread
 counts for each key: dropless_e8, dropless_e32, capacity_e8, capacity_e32 (capacity factor
@@ -114,7 +121,47 @@ def make_mixtral(n_experts: int, implementation: str = "eager") -> nn.Module | N
     return block
 
 
-def make_variants() -> dict[str, nn.Module]:
+class ExpertsAlone(nn.Module):
+    """The experts of a dropless layer without the layer: forward + backward over their own
+    TOP_K x TOKENS rows, split evenly (perfect balance), with their own upstream gradient."""
+
+    def __init__(self, experts: GroupedExperts) -> None:
+        super().__init__()
+        self.experts = experts
+        gen = torch.Generator().manual_seed(1)
+        rows = TOP_K * TOKENS
+        self.x_SD = torch.randn(rows, D_MODEL, generator=gen, requires_grad=True)
+        self.g_SD = torch.randn(rows, D_MODEL, generator=gen)
+        base, extra = divmod(rows, experts.n_experts)
+        self.counts = [base + (e < extra) for e in range(experts.n_experts)]
+
+    def forward(self) -> torch.Tensor:
+        return self.experts(self.x_SD, self.counts)
+
+
+class PassThroughExperts(nn.Module):
+    """Experts that hand their rows back unchanged: the layer around them is all that runs."""
+
+    def __init__(self, n_experts: int) -> None:
+        super().__init__()
+        self.n_experts = n_experts
+
+    def forward(self, x_SD: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        return x_SD
+
+
+def make_parts(n_experts: int) -> dict[str, nn.Module]:
+    """The two halves of `dropless_e{n}`'s step (see --parts in the module docstring)."""
+    routing = make_moe(n_experts, DispatchConfig(dropless=True))
+    experts = routing.experts
+    routing.experts = PassThroughExperts(n_experts)
+    return {
+        f"experts_only_e{n_experts}": ExpertsAlone(experts),
+        f"routing_only_e{n_experts}": routing,
+    }
+
+
+def make_variants(parts: bool = False) -> dict[str, nn.Module]:
     variants: dict[str, nn.Module] = {
         "dense": FeedForward(d_model=D_MODEL, d_ff=TOP_K * D_FF, activation="gelu", out_std=0.02)
     }
@@ -134,6 +181,8 @@ def make_variants() -> dict[str, nn.Module]:
             mixtral = make_mixtral(e, implementation)
             if mixtral is not None:
                 variants[f"{key}_e{e}"] = mixtral
+        if parts:
+            variants.update(make_parts(e))
     return variants
 
 
@@ -158,12 +207,16 @@ def step_fn(
             loss = (y_ND * g_ND).sum() + aux
         elif isinstance(module, FeedForward):
             loss = (module(x_ND) * g_ND).sum()
+        elif isinstance(module, ExpertsAlone):
+            loss = (module() * module.g_SD).sum()
         else:  # Mixtral block: (B, T, D) in; y or (y, router_logits) out
             out = module(x_ND[None])
             loss = ((out[0] if isinstance(out, tuple) else out)[0] * g_ND).sum()
         loss.backward()
         module.zero_grad(set_to_none=True)
         x_ND.grad = None
+        if isinstance(module, ExpertsAlone):
+            module.x_SD.grad = None
 
     return step
 
@@ -189,13 +242,17 @@ def main() -> None:
         "--no-page-faults", action="store_true",
         help="glibc keeps freed memory (no mmap, no trim), so no step writes fresh pages",
     )  # fmt: skip
+    parser.add_argument(
+        "--parts", action="store_true",
+        help="also time the experts alone and the layer without its experts (routing)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.no_page_faults:
         keep_freed_memory()
     torch.manual_seed(0)
     x_ND = torch.randn(TOKENS, D_MODEL, requires_grad=True)
     g_ND = torch.randn(TOKENS, D_MODEL)
-    variants = make_variants()
+    variants = make_variants(parts=args.parts)
     for module in variants.values():  # once outside the tracker: `auto` times its probe here
         step_fn(module, x_ND, g_ND)()
     memory = {name: peak_extra_bytes(m, x_ND, g_ND) for name, m in variants.items()}
@@ -283,7 +340,11 @@ def report(
         3,
     )
     result["dense_ms"] = round(dense * 1e3, 1)
-    auto = {name: m.experts.compute for name, m in variants.items() if isinstance(m, MoELayer)}
+    auto = {
+        name: m.experts.compute
+        for name, m in variants.items()
+        if isinstance(m, MoELayer) and isinstance(m.experts, GroupedExperts)
+    }
     print(
         f"auto chose: {sorted(set(_choices()))} (explicit computes: {sorted(set(auto.values()))})"
     )

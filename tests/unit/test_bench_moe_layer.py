@@ -94,3 +94,32 @@ def test_no_page_faults_keeps_freed_memory():
         faults[mode] = int(run.stdout.split()[-1])
     assert faults["default"] >= 8000  # a fresh 32 MiB block is 8192 pages
     assert faults["keep"] < 100
+
+
+def test_parts_split_a_dropless_layer_into_its_experts_and_the_rest(bench):
+    """--parts: `experts_only` runs the same experts on a perfectly balanced split of
+    TOP_K x TOKENS rows; `routing_only` is the layer whose experts return their rows, so the
+    input gradient is the routing's alone (the gate-weighted sum of each token's k copies)."""
+    torch.manual_seed(0)
+    parts = bench.make_parts(8)
+    alone, routing = parts["experts_only_e8"], parts["routing_only_e8"]
+    assert alone.counts == [bench.TOP_K * bench.TOKENS // 8] * 8
+    assert [n for n, _ in routing.named_parameters()] == ["router.gate.weight"]
+    x = torch.randn(bench.TOKENS, bench.D_MODEL, requires_grad=True)
+    g = torch.randn(bench.TOKENS, bench.D_MODEL)
+    y, _, _ = routing(x)
+    # the k normalised gate weights of a token sum to 1: y = x, row for row
+    torch.testing.assert_close(y, x)
+    for module in parts.values():
+        step = bench.step_fn(module, x, g)
+        step()  # runs forward and backward and leaves no gradient behind
+        assert all(p.grad is None for p in module.parameters())
+        assert x.grad is None and alone.x_SD.grad is None
+    out = alone()
+    (out * alone.g_SD).sum().backward()
+    assert alone.x_SD.grad is not None and alone.experts.w1_EDH.grad is not None
+    # the report takes them beside the layers (an expert-less layer once broke it)
+    variants = {"dense": torch.nn.Linear(2, 2), **parts}
+    times = dict.fromkeys(variants, [1.0, 2.0])
+    result = bench.report(variants, times, dict.fromkeys(variants, 1), rounds=2)
+    assert result["routing_only_e8"] == result["experts_only_e8"] == 1.0
