@@ -71,7 +71,7 @@ from torch import nn
 from torch.distributed._tools.mem_tracker import MemTracker
 
 from sm_toolkit.models import moe_loop
-from sm_toolkit.models.moe_experts import FeedForward, GroupedExperts
+from sm_toolkit.models.moe_experts import FeedForward, GroupedExperts, balanced_counts
 from sm_toolkit.models.moe_layer import DispatchConfig, MoELayer
 from sm_toolkit.models.moe_router import RouterConfig, TopKRouter
 
@@ -132,8 +132,7 @@ class ExpertsAlone(nn.Module):
         rows = TOP_K * TOKENS
         self.x_SD = torch.randn(rows, D_MODEL, generator=gen, requires_grad=True)
         self.g_SD = torch.randn(rows, D_MODEL, generator=gen)
-        base, extra = divmod(rows, experts.n_experts)
-        self.counts = [base + (e < extra) for e in range(experts.n_experts)]
+        self.counts = balanced_counts(rows, experts.n_experts)
 
     def forward(self) -> torch.Tensor:
         return self.experts(self.x_SD, self.counts)

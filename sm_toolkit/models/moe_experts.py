@@ -183,6 +183,12 @@ def grouped_aligned(d_model: int, d_ff: int) -> bool:
     return d_model % 8 == 0 and d_ff % 8 == 0
 
 
+def balanced_counts(n_rows: int, n_experts: int) -> list[int]:
+    """Rows per expert for `n_rows` split as evenly as they go (the first ones get the rest)."""
+    base, extra = divmod(n_rows, n_experts)
+    return [base + (e < extra) for e in range(n_experts)]
+
+
 def choose_compute(experts: GroupedExperts, n_rows: int, device: torch.device) -> str:
     """`loop` or `grouped`, whichever ran a forward + backward faster here (median of five
     paired rounds, once per device type, expert kind and shape; rows bucketed by powers of
@@ -193,8 +199,7 @@ def choose_compute(experts: GroupedExperts, n_rows: int, device: torch.device) -
         probe = copy.deepcopy(experts).to(device)
         gen = torch.Generator(device).manual_seed(0)  # leaves the training RNG untouched
         x_SD = torch.randn(max(n_rows, e), d, device=device, generator=gen, requires_grad=True)
-        base, extra = divmod(x_SD.shape[0], e)
-        counts = [base + (i < extra) for i in range(e)]
+        counts = balanced_counts(x_SD.shape[0], e)
         # A warm-up round, then five rounds of both, back to back; the median of the
         # per-round ratios, as benchmarks/moe_layer.py pairs them: a busy neighbour slows
         # both paths of a round alike (one timing each chose the slower path under load).
