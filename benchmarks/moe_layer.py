@@ -130,7 +130,8 @@ class ExpertsAlone(nn.Module):
         self.experts = experts
         gen = torch.Generator().manual_seed(1)
         rows = TOP_K * TOKENS
-        self.x_SD = torch.randn(rows, D_MODEL, generator=gen, requires_grad=True)
+        # a parameter, so the step's zero_grad clears its gradient with the experts'
+        self.x_SD = nn.Parameter(torch.randn(rows, D_MODEL, generator=gen))
         self.g_SD = torch.randn(rows, D_MODEL, generator=gen)
         self.counts = balanced_counts(rows, experts.n_experts)
 
@@ -214,8 +215,6 @@ def step_fn(
         loss.backward()
         module.zero_grad(set_to_none=True)
         x_ND.grad = None
-        if isinstance(module, ExpertsAlone):
-            module.x_SD.grad = None
 
     return step
 
