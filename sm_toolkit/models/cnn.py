@@ -17,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from sm_toolkit.errors import ConfigError
 from sm_toolkit.models.activations import activation_width_factor, make_activation
+from sm_toolkit.models.cpu_matmul import Linear
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,10 +96,10 @@ class CNN(nn.Module):
         self.drop1 = nn.Dropout(config.dropout)
         side = config.image_size // 2
         k = activation_width_factor(config.activation, **config.activation_params)
-        self.dense = nn.Linear(w * side * side, config.dense * k)
+        self.dense = Linear(w * side * side, config.dense * k)
         self.dense_act = make_activation(config.activation, **config.activation_params)
         self.drop2 = nn.Dropout(config.dropout)
-        self.head = nn.Linear(config.dense, config.num_classes)
+        self.head = Linear(config.dense, config.num_classes)
 
     def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:

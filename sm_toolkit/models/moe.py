@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from sm_toolkit.errors import ConfigError
+from sm_toolkit.models.cpu_matmul import Linear
 from sm_toolkit.models.moe_experts import (
     EXPERT_COMPUTES,
     EXPERT_KINDS,
@@ -153,8 +154,8 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: MoEConfig) -> None:
         super().__init__()
         self.n_head = config.n_head
-        self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
-        self.proj = nn.Linear(config.d_model, config.d_model, bias=False)
+        self.qkv = Linear(config.d_model, 3 * config.d_model, bias=False)
+        self.proj = Linear(config.d_model, config.d_model, bias=False)
         nn.init.normal_(self.qkv.weight, std=0.02)
         nn.init.normal_(self.proj.weight, std=residual_std(config.n_layer))
         self.dropout = config.dropout
@@ -232,7 +233,7 @@ class MoETransformer(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.d_model)
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.d_model, config.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # weight tying (nanoGPT)
 
     def forward(self, idx_BT: torch.Tensor) -> tuple[torch.Tensor, MoEAux]:

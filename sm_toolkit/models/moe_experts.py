@@ -39,6 +39,7 @@ from torch import nn
 from sm_toolkit.errors import ConfigError
 from sm_toolkit.models import moe_loop
 from sm_toolkit.models.activations import make_activation
+from sm_toolkit.models.cpu_matmul import Linear
 
 EXPERT_KINDS = ("mlp", "swiglu")
 EXPERT_COMPUTES = ("auto", "loop", "grouped")
@@ -228,8 +229,8 @@ class FeedForward(nn.Module):
 
     def __init__(self, *, d_model: int, d_ff: int, activation: str, out_std: float) -> None:
         super().__init__()
-        self.fc = nn.Linear(d_model, d_ff, bias=False)
-        self.proj = nn.Linear(d_ff, d_model, bias=False)
+        self.fc = Linear(d_model, d_ff, bias=False)
+        self.proj = Linear(d_ff, d_model, bias=False)
         nn.init.normal_(self.fc.weight, std=0.02)
         nn.init.normal_(self.proj.weight, std=out_std)
         self.act = make_activation(activation)

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sm_toolkit.models.cpu_matmul import mm, mm_out, row_window
+
 
 def supports(act: nn.Module, x_SD: torch.Tensor, weights: list[torch.Tensor]) -> bool:
     """Whether the fused loop can run this call (else the autograd loop does)."""
@@ -68,40 +70,63 @@ def _segments(counts: list[int]) -> list[tuple[int, slice]]:
 
 
 def _forward_segment(x_SD, y_SD, e, rows, act, w1_EDH, w2_EHD, w3_EDH):
-    """Expert e on its rows: writes y_SD[rows], returns what its backward needs."""
-    x_rD = x_SD[rows]
-    a_rH = x_rD @ w1_EDH[e]
+    """Expert e on its rows: writes y_SD[rows], returns what its backward needs. On oneDNN
+    the matmuls run on a window of rows (cpu_matmul.row_window), of which `keep` are e's."""
+    window, keep = row_window(rows, x_SD.shape[0], x_SD, w1_EDH)
+    x_wD = x_SD[window]
+    a_wH = mm(x_wD, w1_EDH[e])
     # The hidden rows are kept as their own small tensors: they are still in cache for the
     # second matmul, and the allocator reuses their memory step after step (one [S, H]
     # buffer would be fresh pages, page-faulted, every step).
-    h_rH = torch.empty_like(a_rH)
-    _activate(act, a_rH, out=h_rH)
-    b_rH = None
+    h_wH = torch.empty_like(a_wH)
+    _activate(act, a_wH, out=h_wH)
+    b_wH = None
     if w3_EDH is not None:  # swiglu: h = silu(x w1) * (x w3)
-        b_rH = x_rD @ w3_EDH[e]
-        h_rH *= b_rH
-    torch.mm(h_rH, w2_EHD[e], out=y_SD[rows])
-    return a_rH, b_rH, h_rH
+        b_wH = mm(x_wD, w3_EDH[e])
+        h_wH *= b_wH
+    if window == rows:
+        mm_out(h_wH, w2_EHD[e], y_SD[rows])
+    else:
+        y_SD[rows] = mm(h_wH, w2_EHD[e])[keep]
+    return window, keep, a_wH, b_wH, h_wH
+
+
+def _zero_outside(t_wH: torch.Tensor, keep: slice) -> None:
+    t_wH[: keep.start].zero_()
+    t_wH[keep.stop :].zero_()
 
 
 def _backward_segment(saved, grads, e, rows, act, hidden) -> None:
-    """Expert e's input rows and weight gradients, written into their slices of `grads`."""
+    """Expert e's input rows and weight gradients, written into their slices of `grads`.
+    A window's extra rows (another expert's) contribute nothing: their hidden rows and
+    hidden gradients are zeroed before the weight gradients are taken."""
     x_SD, g_SD, w1_EDH, w2_EHD, w3_EDH = saved
     gx_SD, gw1_EDH, gw2_EHD, gw3_EDH = grads
-    a_rH, b_rH, h_rH = hidden
-    x_rD, g_rD = x_SD[rows], g_SD[rows]
-    torch.mm(h_rH.t(), g_rD, out=gw2_EHD[e])
-    gh_rH = g_rD @ w2_EHD[e].t()
-    if b_rH is None:
-        ga_rH = _activate_backward(act, gh_rH, a_rH, h_rH)
+    window, keep, a_wH, b_wH, h_wH = hidden
+    padded = window != rows
+    x_wD, g_wD = x_SD[window], g_SD[window]
+    if padded:
+        _zero_outside(h_wH, keep)
+    mm_out(h_wH.t(), g_wD, gw2_EHD[e])
+    gh_wH = mm(g_wD, w2_EHD[e].t())
+    if padded:
+        _zero_outside(gh_wH, keep)
+    if b_wH is None:
+        ga_wH = _activate_backward(act, gh_wH, a_wH, h_wH)
     else:  # h = silu(a) * b
-        gb_rH = gh_rH * F.silu(a_rH)
-        ga_rH = torch.ops.aten.silu_backward(gh_rH * b_rH, a_rH)
-        torch.mm(x_rD.t(), gb_rH, out=gw3_EDH[e])
-    torch.mm(x_rD.t(), ga_rH, out=gw1_EDH[e])
-    torch.mm(ga_rH, w1_EDH[e].t(), out=gx_SD[rows])
-    if b_rH is not None:
-        gx_SD[rows] += gb_rH @ w3_EDH[e].t()
+        gb_wH = gh_wH * F.silu(a_wH)
+        ga_wH = torch.ops.aten.silu_backward(gh_wH * b_wH, a_wH)
+        mm_out(x_wD.t(), gb_wH, gw3_EDH[e])
+    mm_out(x_wD.t(), ga_wH, gw1_EDH[e])
+    if not padded:
+        mm_out(ga_wH, w1_EDH[e].t(), gx_SD[rows])
+        if b_wH is not None:
+            gx_SD[rows] += mm(gb_wH, w3_EDH[e].t())
+        return
+    gx_wD = mm(ga_wH, w1_EDH[e].t())
+    if b_wH is not None:
+        gx_wD += mm(gb_wH, w3_EDH[e].t())
+    gx_SD[rows] = gx_wD[keep]
 
 
 class LoopExperts(torch.autograd.Function):

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from sm_toolkit.errors import ConfigError
+from sm_toolkit.models.cpu_matmul import Linear
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -93,7 +94,7 @@ class CharRNN(nn.Module):
         self.embed = nn.Embedding(config.vocab_size, config.embed)
         self.rnn = _make_rnn(config, config.embed)
         self.drop = nn.Dropout(config.dropout)
-        self.head = nn.Linear(config.hidden, config.vocab_size)
+        self.head = Linear(config.hidden, config.vocab_size)
 
     def forward(
         self, idx_BT: torch.Tensor, hidden: Hidden | None = None
@@ -113,7 +114,7 @@ class RowClassifier(nn.Module):
         self.rnn = _make_rnn(config, config.input_size)
         dirs = 2 if config.bidirectional else 1
         self.drop = nn.Dropout(config.dropout)
-        self.head = nn.Linear(config.hidden * dirs, config.num_classes)
+        self.head = Linear(config.hidden * dirs, config.num_classes)
 
     def forward(self, x_B1HW: torch.Tensor) -> torch.Tensor:
         x_BTF = x_B1HW.flatten(1, 2) if x_B1HW.dim() == 4 else x_B1HW

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from sm_toolkit.errors import ConfigError
+from sm_toolkit.models import cpu_matmul
 from sm_toolkit.runtime import distributed
 from sm_toolkit.runtime.env import RuntimeEnv, read_env
 from sm_toolkit.runtime.failure import run_main
@@ -50,6 +51,10 @@ def set_threads(threads: int, dist: distributed.DistInfo) -> None:
         torch.set_num_threads(threads)
     elif dist.enabled:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world_size))
+
+
+def _matmul_note(device: torch.device) -> str:
+    return f" (fp32 matmuls: {cpu_matmul.engine()})" if device.type == "cpu" else ""
 
 
 def pick_device(env: RuntimeEnv, dist: distributed.DistInfo) -> torch.device:
@@ -155,6 +160,8 @@ def _open_tracking(environ, trainer: Trainer, built: Built, device) -> tracking.
             "device": device,
             "torch_version": torch.__version__,
         }
+        if device.type == "cpu":
+            facts["cpu_matmul"] = cpu_matmul.engine()
         tracking.safely(run.facts, facts)
     return run
 
@@ -169,6 +176,7 @@ def _job(name: str, parser: Parser, build: Builder, argv, environ, holder: dict)
     env.prepare()
     dist = distributed.detect(environ)
     set_threads(ns.threads, dist)
+    cpu_matmul.set_engine(ns.cpu_matmul)
     device = pick_device(env, dist)
     distributed.init_process_group(dist, device, environ)
     seed_everything(config.seed)
@@ -185,7 +193,7 @@ def _job(name: str, parser: Parser, build: Builder, argv, environ, holder: dict)
         print(
             f"[job] {name}: {built.family} model with {n_params:,} parameters; "
             f"{trainer.steps_per_epoch} steps/epoch x {config.epochs} epochs; world size "
-            f"{dist.world_size} ({dims.describe()}); device {device}; output "
+            f"{dist.world_size} ({dims.describe()}); device {device}{_matmul_note(device)}; output "
             f"{env.output_data_dir}; checkpoints {env.checkpoint_dir or 'off'}",
             flush=True,
         )

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import fields
 
 from sm_toolkit.errors import ConfigError
+from sm_toolkit.models import cpu_matmul
 from sm_toolkit.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from sm_toolkit.train.smp_params import parse_mp_parameters
 
@@ -125,6 +126,10 @@ def add_train_args(p: Parser, *, defaults: dict[str, object]) -> None:
     p.add("log_every", int, base["log_every"], "steps between progress lines")
     p.add("max_steps", int, base["max_steps"], "stop after this many steps (0 = all epochs)")
     p.add("threads", int, 0, "torch intra-op threads (0: torch default, shared out under DDP)")
+    p.add(
+        "cpu_matmul", str, "auto", "fp32 CPU matmul engine (models/cpu_matmul.py)",
+        choices=cpu_matmul.ENGINES,
+    )  # fmt: skip
     add_parallel_args(p)
 
 
