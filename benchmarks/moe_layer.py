@@ -44,6 +44,14 @@ split, as a router would split them at perfect balance), and `routing_only_e*` r
 everything else: the layer with experts that hand their rows back unchanged (router,
 balance and z-loss, the sort, the gather, the gate-weighted scatter, and their backward).
 
+Matmul engine (`--cpu-matmul`, default `auto`, see sm_toolkit/models/cpu_matmul.py): every
+variant of ours, the dense FFN included, runs on the engine chosen, so "x dense" compares
+like with like. Where that engine is oneDNN, `dense_torch` and `swiglu_dropless_torch_e*`
+run the same modules on torch's default engine (MKL), side by side: how much the engine
+gives. Hugging Face's block runs as torch runs it (its nn.Linear / grouped_mm), so
+`swiglu_vs_mixtral_*` includes the engine's gain and `swiglu_torch_vs_mixtral_*` (our
+SwiGLU experts on torch's engine) does not.
+
 The last line printed is one JSON object of paired ratios to dense, the worse of the thread
 counts for each key: dropless_e8, dropless_e32, capacity_e8, capacity_e32 (capacity factor
 1.25), swiglu_dropless_e8, swiglu_dropless_e32, the loop/grouped variants, memory_ratio,
@@ -51,7 +59,9 @@ and `per_threads` with each thread count's own ratios. With transformers (null w
 mixtral_e8, mixtral_e32 (the block's own per-expert loop), mixtral_grouped_e8/_e32 (its
 grouped_mm experts, transformers 5's default in a model), and swiglu_vs_mixtral_e8/_e32,
 swiglu_vs_mixtral_grouped_e8/_e32: how many times faster our SwiGLU experts are than that
-block (median of per-round time ratios; for these keys the worse thread count is the lower).
+block (median of per-round time ratios; for these keys the worse thread count is the lower);
+`cpu_matmul`, the engine the variants ran on; with oneDNN also dense_torch,
+swiglu_dropless_torch_e8/_e32 and swiglu_torch_vs_mixtral_e8/_e32.
 """
 
 from __future__ import annotations
@@ -70,7 +80,7 @@ import torch
 from torch import nn
 from torch.distributed._tools.mem_tracker import MemTracker
 
-from sm_toolkit.models import moe_loop
+from sm_toolkit.models import cpu_matmul, moe_loop
 from sm_toolkit.models.moe_experts import FeedForward, GroupedExperts, balanced_counts
 from sm_toolkit.models.moe_layer import DispatchConfig, MoELayer
 from sm_toolkit.models.moe_router import RouterConfig, TopKRouter
@@ -161,10 +171,13 @@ def make_parts(n_experts: int) -> dict[str, nn.Module]:
     }
 
 
-def make_variants(parts: bool = False) -> dict[str, nn.Module]:
+def make_variants(parts: bool = False, torch_engine: bool = False) -> dict[str, nn.Module]:
+    """Every variant; `torch_engine` adds the dense FFN and SwiGLU experts on torch's engine."""
     variants: dict[str, nn.Module] = {
         "dense": FeedForward(d_model=D_MODEL, d_ff=TOP_K * D_FF, activation="gelu", out_std=0.02)
     }
+    if torch_engine:
+        variants["dense_torch"] = variants["dense"]
     dropless = DispatchConfig(dropless=True)
     for e in (8, 32):
         variants[f"dropless_e{e}"] = make_moe(e, dropless)
@@ -173,6 +186,8 @@ def make_variants(parts: bool = False) -> dict[str, nn.Module]:
         if e == 32:  # 256 rows an expert: the loop runs its experts across threads
             variants[f"dropless_serial_e{e}"] = make_moe(e, dropless, compute="loop")
         variants[f"swiglu_dropless_e{e}"] = make_moe(e, dropless, kind="swiglu")
+        if torch_engine:
+            variants[f"swiglu_dropless_torch_e{e}"] = variants[f"swiglu_dropless_e{e}"]
         variants[f"capacity_e{e}"] = make_moe(e, DispatchConfig(capacity_factor=1.25))
         variants[f"padded_e{e}"] = make_moe(
             e, DispatchConfig(capacity_factor=1.25, compute="padded")
@@ -198,29 +213,36 @@ def serial_loop():
 
 
 def step_fn(
-    module: nn.Module, x_ND: torch.Tensor, g_ND: torch.Tensor, serial: bool = False
+    module: nn.Module, x_ND: torch.Tensor, g_ND: torch.Tensor, name: str = ""
 ) -> Callable[[], None]:
+    """One forward + backward of the variant `name` (`_serial_`: experts one after another;
+    `_torch`: on torch's matmul engine)."""
+    on_torch, serial = "_torch" in name, "_serial_" in name
+
     def step() -> None:
-        if isinstance(module, MoELayer):  # (y, aux_loss, stats)
-            with serial_loop() if serial else contextlib.nullcontext():
+        engine = cpu_matmul.using("torch") if on_torch else contextlib.nullcontext()
+        with engine, serial_loop() if serial else contextlib.nullcontext():
+            if isinstance(module, MoELayer):  # (y, aux_loss, stats)
                 y_ND, aux, _ = module(x_ND)
-            loss = (y_ND * g_ND).sum() + aux
-        elif isinstance(module, FeedForward):
-            loss = (module(x_ND) * g_ND).sum()
-        elif isinstance(module, ExpertsAlone):
-            loss = (module() * module.g_SD).sum()
-        else:  # Mixtral block: (B, T, D) in; y or (y, router_logits) out
-            out = module(x_ND[None])
-            loss = ((out[0] if isinstance(out, tuple) else out)[0] * g_ND).sum()
-        loss.backward()
+                loss = (y_ND * g_ND).sum() + aux
+            elif isinstance(module, FeedForward):
+                loss = (module(x_ND) * g_ND).sum()
+            elif isinstance(module, ExpertsAlone):
+                loss = (module() * module.g_SD).sum()
+            else:  # Mixtral block: (B, T, D) in; y or (y, router_logits) out
+                out = module(x_ND[None])
+                loss = ((out[0] if isinstance(out, tuple) else out)[0] * g_ND).sum()
+            loss.backward()
         module.zero_grad(set_to_none=True)
         x_ND.grad = None
 
     return step
 
 
-def peak_extra_bytes(module: nn.Module, x_ND: torch.Tensor, g_ND: torch.Tensor) -> int:
-    step = step_fn(module, x_ND, g_ND)
+def peak_extra_bytes(
+    module: nn.Module, x_ND: torch.Tensor, g_ND: torch.Tensor, name: str = ""
+) -> int:
+    step = step_fn(module, x_ND, g_ND, name)
     tracker = MemTracker()
     tracker.track_external(module, x_ND, g_ND)
     with tracker:
@@ -244,26 +266,34 @@ def main() -> None:
         "--parts", action="store_true",
         help="also time the experts alone and the layer without its experts (routing)",
     )  # fmt: skip
+    parser.add_argument(
+        "--cpu-matmul", default="auto", choices=cpu_matmul.ENGINES,
+        help="the fp32 matmul engine of every variant of ours (sm_toolkit/models/cpu_matmul.py)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.no_page_faults:
         keep_freed_memory()
+    cpu_matmul.set_engine(args.cpu_matmul)
+    engine = cpu_matmul.engine()
+    print(f"fp32 matmuls of our variants: {engine} (--cpu-matmul {args.cpu_matmul})")
     torch.manual_seed(0)
     x_ND = torch.randn(TOKENS, D_MODEL, requires_grad=True)
     g_ND = torch.randn(TOKENS, D_MODEL)
-    variants = make_variants(parts=args.parts)
-    for module in variants.values():  # once outside the tracker: `auto` times its probe here
-        step_fn(module, x_ND, g_ND)()
-    memory = {name: peak_extra_bytes(m, x_ND, g_ND) for name, m in variants.items()}
+    variants = make_variants(parts=args.parts, torch_engine=engine == "onednn")
+    for name, module in variants.items():  # once outside the tracker: `auto` probes here
+        step_fn(module, x_ND, g_ND, name)()
+    memory = {name: peak_extra_bytes(m, x_ND, g_ND, name) for name, m in variants.items()}
     per_threads = {}
     for threads in (int(t) for t in args.threads.split(",")):
         torch.set_num_threads(threads)
         times, faults = time_variants(variants, x_ND, g_ND, args.warmup, args.rounds)
         per_threads[str(threads)] = report(variants, times, memory, args.rounds, faults)
     keys = [*per_threads[next(iter(per_threads))]]
-    worse = {k: min if k.startswith("swiglu_vs_") else max for k in keys}  # vs: higher is better
+    worse = {k: min if "_vs_" in k else max for k in keys}  # x faster than: higher is better
     result = {k: worse[k](r[k] for r in per_threads.values()) for k in keys if k != "dense_ms"}
     for key in MIXTRAL_KEYS:
         result.setdefault(key, None)
+    result["cpu_matmul"] = engine
     result["no_page_faults"] = args.no_page_faults
     result["per_threads"] = per_threads
     print(json.dumps(result))
@@ -282,7 +312,7 @@ def time_variants(
 ) -> tuple[dict[str, list[float]], dict[str, int]]:
     """Interleaved round-robin timing of every variant at the current thread count: the
     times, and the page faults of each variant's last step."""
-    steps = {name: step_fn(m, x_ND, g_ND, "_serial_" in name) for name, m in variants.items()}
+    steps = {name: step_fn(m, x_ND, g_ND, name) for name, m in variants.items()}
     for _ in range(warmup):
         for step in steps.values():
             step()
@@ -330,9 +360,12 @@ def report(
     result = {key: round(paired[key], 3) for key in paired if key != "dense"}
     for name in times:  # how many times faster our SwiGLU experts are, paired per round
         if name.startswith("mixtral"):
-            ours = times[f"swiglu_dropless_{name.rsplit('_', 1)[1]}"]
-            ratio = paired_ratio(times[name], ours)
-            result[name.replace("mixtral", "swiglu_vs_mixtral", 1)] = round(ratio, 3)
+            experts = name.rsplit("_", 1)[1]
+            for ours in ("swiglu", "swiglu_torch"):
+                key = f"{ours.replace('swiglu', 'swiglu_dropless', 1)}_{experts}"
+                if key in times:
+                    ratio = paired_ratio(times[name], times[key])
+                    result[name.replace("mixtral", f"{ours}_vs_mixtral", 1)] = round(ratio, 3)
     result["memory_ratio"] = round(
         max(m for k, m in memory.items() if k != "dense" and "mixtral" not in k) / memory["dense"],
         3,

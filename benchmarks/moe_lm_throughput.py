@@ -4,13 +4,16 @@ own fp32 GEMM rate, measured in the same run; and activation offloading / checkp
 Model FLOPs per token (PaLM's accounting, as nanoGPT's MFU): 6 x the parameters a token
 uses (attention, router, its top-k experts, lm_head; not the embedding lookups) plus
 12 x n_layer x block_size x d_model for the attention scores. Achieved FLOP/s = that x
-tokens/s. The GEMM rate is the best of a few 2048^3 fp32 matmuls, timed between the
-variants, so a neighbour's load is seen by both. On a GPU the same ratio is the MFU
-against the measured peak (benchmarks/gpu_check.py).
+tokens/s. The GEMM rate is the best of a few 2048^3 fp32 matmuls on the engine the model's
+matmuls run on (sm_toolkit/models/cpu_matmul.py: oneDNN where `auto` picks it, else torch's
+MKL), timed between the variants, so a neighbour's load is seen by both; torch's own rate is
+printed beside it. On a GPU the same ratio is the MFU against the measured peak
+(benchmarks/gpu_check.py).
 
 Variants (the same model, batch and seed): base; activation checkpointing; activation
 offloading (saved tensors to CPU memory via torch.autograd.graph.save_on_cpu; on a CPU
-device this can only cost time: the tensors are in CPU memory already); SwiGLU experts.
+device this can only cost time: the tensors are in CPU memory already); SwiGLU experts;
+and, where the engine is oneDNN, `base_torch_engine`: the base model on torch's engine.
 Peak extra memory of one step: torch's MemTracker (every storage allocated during it).
 
     .venv/bin/python benchmarks/moe_lm_throughput.py            # default size, ~2 min
@@ -33,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributed._tools.mem_tracker import MemTracker
 
+from sm_toolkit.models import cpu_matmul
 from sm_toolkit.models.moe import MoEConfig, MoETransformer
 
 VOCAB, BATCH = 96, 32
@@ -50,10 +54,11 @@ def model_flops_per_token(config: MoEConfig) -> float:
     return 6 * active + 12 * config.n_layer * config.block_size * d
 
 
-def gemm_rate(n: int = 2048, repeats: int = 3) -> float:
+def gemm_rate(n: int = 2048, repeats: int = 3, engine: str = "auto") -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    with cpu_matmul.using(engine):
+        cpu_matmul.mm(a, b)
+        best = min(_timed(lambda: cpu_matmul.mm(a, b)) for _ in range(repeats))
     return 2 * n**3 / best
 
 
@@ -63,7 +68,7 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def make_step(config: MoEConfig, offload: bool):
+def make_step(config: MoEConfig, offload: bool, engine: str = "auto"):
     torch.manual_seed(0)
     model = MoETransformer(config)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -71,10 +76,11 @@ def make_step(config: MoEConfig, offload: bool):
 
     def step() -> None:
         hooks = torch.autograd.graph.save_on_cpu() if offload else contextlib.nullcontext()
-        with hooks:
-            logits, aux = model(idx[:, :-1])
-            loss = F.cross_entropy(logits.flatten(0, 1), idx[:, 1:].flatten()) + aux.loss
-        loss.backward()
+        with cpu_matmul.using(engine):
+            with hooks:
+                logits, aux = model(idx[:, :-1])
+                loss = F.cross_entropy(logits.flatten(0, 1), idx[:, 1:].flatten()) + aux.loss
+            loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -106,25 +112,34 @@ def main() -> None:
         "offloading": (base, True),
         "swiglu": (dataclasses.replace(base, expert_kind="swiglu", d_ff=168), False),
     }
-    steps = {name: make_step(cfg, off) for name, (cfg, off) in variants.items()}
-    for _, step in steps.values():
-        step()  # warm-up (and the expert compute probe)
+    engine = cpu_matmul.engine()
+    if engine == "onednn":
+        variants["base_torch_engine"] = (base, False)
+    steps = {
+        name: make_step(cfg, off, "torch" if name.endswith("_torch_engine") else "auto")
+        for name, (cfg, off) in variants.items()
+    }
+    for _ in range(2):  # warm-up (the expert compute probe; oneDNN's kernels for new shapes)
+        for _, step in steps.values():
+            step()
     times: dict[str, list[float]] = {name: [] for name in steps}
-    gemm = [gemm_rate()]
+    gemm, torch_gemm = [gemm_rate()], [gemm_rate(engine="torch")]
     for _ in range(args.steps):  # interleaved, so load drifts hit every variant alike
         for name, (_, step) in steps.items():
             times[name].append(_timed(step))
         gemm.append(gemm_rate(repeats=1))
+        torch_gemm.append(gemm_rate(repeats=1, engine="torch"))
     memory = {name: peak_mib(model, step) for name, (model, step) in steps.items()}
-    report(variants, times, memory, max(gemm))
+    report(variants, times, memory, max(gemm), max(torch_gemm), engine)
 
 
-def report(variants, times, memory, gemm: float) -> None:
+def report(variants, times, memory, gemm: float, torch_gemm: float, engine: str) -> None:
     out: dict[str, object] = {}
     tokens = BATCH * variants["base"][0].block_size
     print(
         f"MoE LM training step, batch {BATCH} x {variants['base'][0].block_size} tokens, fp32, "
-        f"{torch.get_num_threads()} threads; fp32 GEMM rate {gemm / 1e9:.1f} GFLOP/s"
+        f"{torch.get_num_threads()} threads; matmuls on {engine}; fp32 GEMM rate "
+        f"{gemm / 1e9:.1f} GFLOP/s on {engine} ({torch_gemm / 1e9:.1f} on torch's engine)"
     )
     print("| variant | median step ms | tokens/s | model GFLOP/s | x GEMM rate | peak MiB |")
     print("|---|---|---|---|---|---|")
@@ -140,7 +155,9 @@ def report(variants, times, memory, gemm: float) -> None:
     summary = {
         "tokens_per_s": round(tokens / base_s, 1),
         "model_flops_per_s": round(base_rate),
+        "cpu_matmul": engine,
         "gemm_flops_per_s": round(gemm),
+        "torch_engine_gemm_flops_per_s": round(torch_gemm),
         "fraction_of_gemm": round(base_rate / gemm, 3),
     }
     print(json.dumps({**summary, **out}))

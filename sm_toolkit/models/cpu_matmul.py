@@ -27,8 +27,10 @@ its own kernels) runs exactly as torch runs it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import platform
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +48,17 @@ def set_engine(name: str) -> None:
     if name not in ENGINES:
         raise ConfigError("cpu_matmul", name, f"one of {', '.join(ENGINES)}")
     _engine = name
+
+
+@contextlib.contextmanager
+def using(name: str) -> Iterator[None]:
+    """The engine `name` inside the block, the one set before it after."""
+    before = _engine
+    set_engine(name)
+    try:
+        yield
+    finally:
+        set_engine(before)
 
 
 def engine() -> str:
