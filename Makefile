@@ -58,6 +58,7 @@ lint: $(STAMP)
 
 # Speed, memory and quality figures, measured side by side in one run (see README).
 bench: $(STAMP)
+	$(VENV)/bin/python benchmarks/cpu_matmul.py
 	$(VENV)/bin/python benchmarks/moe_layer.py
 	$(VENV)/bin/python benchmarks/moe_tradeoffs.py
 	$(VENV)/bin/python benchmarks/activations_cnn.py

@@ -4,11 +4,11 @@ torch runs an fp32 matmul on an x86 CPU with MKL's sgemm, and MKL picks its kern
 CPU's vendor: on AMD's CPUs it runs AVX2 kernels, also on Zen 5 cores, whose AVX-512 units
 are 512 bits wide. oneDNN, which torch ships too (`torch.ops.mkldnn._linear_pointwise`, the
 op inductor's CPU linear fusions call), picks its kernels by instruction set. Measured on
-this project's machine (AMD EPYC, family 26 = Zen 5; `benchmarks/cpu_matmul.py`), fp32, one
-thread: 92-97 GFLOP/s through MKL and 190-220 through oneDNN on the MoE layer's shapes, the
-same ratio at two threads. Both are fp32 products (the error against a float64 product is
-of the same order; a bf16 product's is 1,000 times larger); they round differently, since
-their blocking differs.
+this project's machine (AMD EPYC, family 26 = Zen 5; `benchmarks/cpu_matmul.py`), fp32:
+86-91 GFLOP/s a thread through MKL and 155-203 through oneDNN on the MoE layer's shapes,
+1.8-2.2x, at one thread and at two. Both compute in fp32: against a float64 product of
+2048^3, a relative error of 3.4e-7 (MKL) and 1.1e-6 (oneDNN), where a bf16 product's is
+3.3e-3. They round differently, since their blocking differs.
 
 Engines (`set_engine`; the training entrypoints' `cpu_matmul` hyperparameter):
     auto    oneDNN on AMD CPUs of family 26 (Zen 5) and later with AVX-512, torch's default
@@ -20,9 +20,9 @@ Engines (`set_engine`; the training entrypoints' `cpu_matmul` hyperparameter):
     torch   torch's default everywhere (MKL on x86).
     onednn  oneDNN on every CPU that has it.
 
-Only fp32 tensors on the CPU, plain tensors (not DTensor shards), outside autocast and the
-compiler take oneDNN; everything else (CUDA, bf16, FSDP2 shards, torch.compile, which picks
-its own kernels) runs exactly as torch runs it.
+Only plain fp32 tensors on the CPU, outside autocast and the compiler, take oneDNN (FSDP2's
+gathered parameters are plain tensors); everything else (CUDA, bf16, a DTensor, code under
+torch.compile, which picks its own kernels) runs exactly as torch runs it.
 """
 
 from __future__ import annotations
@@ -101,12 +101,15 @@ def _plain(t: torch.Tensor) -> bool:
 
 
 def applies(*tensors: torch.Tensor) -> bool:
-    """Whether a matmul of these tensors runs on oneDNN here."""
+    """Whether a matmul of these tensors runs on oneDNN here (oneDNN refuses empty ones)."""
+    if torch.compiler.is_compiling():  # first: the compiler traces none of the rest
+        return False
     if engine() != "onednn" or torch.is_autocast_enabled("cpu"):
         return False
-    if torch.compiler.is_compiling():
-        return False
-    return all(_plain(t) and t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+    return all(
+        _plain(t) and t.device.type == "cpu" and t.dtype == torch.float32 and t.numel()
+        for t in tensors
+    )
 
 
 # oneDNN builds (JIT-compiles) a kernel for every new matmul shape and caches it: 0.3-0.7 ms
@@ -115,18 +118,19 @@ def applies(*tensors: torch.Tensor) -> bool:
 # expert on a window of a multiple of ROW_BUCKET rows (`row_window`): a few dozen shapes in
 # all, built in the first steps, at the cost of ROW_BUCKET / 2 extra rows an expert on
 # average (1.5 % of the rows at 8 experts of 1024 rows, 6 % at 32 of 256). Running the
-# remainder as a second, small matmul instead cost more (measured: 20 % of the step at 32
-# experts on torch's engine).
+# remainder as a second, small matmul on torch's engine instead cost 17 % of the layer's
+# step at 32 experts (profiled).
 ROW_BUCKET = 32
 
 
 def row_window(rows: slice, n_rows: int, *tensors: torch.Tensor) -> tuple[slice, slice]:
     """The rows a loop over ragged segments (`tensors`: its rows and its weights) runs one
-    expert's matmuls on, and where that
-    expert's own rows sit in them: (window, keep), `window` a slice of the n_rows rows and
-    `keep` a slice of the window. On oneDNN the window is `rows` grown to a multiple of
-    ROW_BUCKET with the rows after them (before them at the end of the buffer): the caller
-    reads the extra rows, zeroes what they contribute and writes back only `keep`.
+    expert's matmuls on, and where that expert's own rows sit in them: (window, keep),
+    `window` a slice of the n_rows rows and `keep` a slice of the window. On oneDNN the
+    window is `rows` grown to a multiple of ROW_BUCKET with the rows after them (before them
+    at the end of the buffer): the caller reads the extra rows, zeroes what they contribute
+    and writes back only `keep`. (A non-finite value in the extra rows would turn the zeroed
+    contribution into NaN; it would have made the step's loss non-finite already.)
     Elsewhere the window is `rows` itself."""
     n = rows.stop - rows.start
     padded = -(-n // ROW_BUCKET) * ROW_BUCKET

@@ -12,7 +12,8 @@ SwiGLU expert: silu(x w1) * (x w3) w2, as in Mixtral / DeepSeek / Qwen-MoE), so 
 state_dict layout does not depend on how experts are split across processes
 (`moe_parallel.py` slices the stack).
 
-Two ways to run the ragged segments, same numbers (bitwise equal on CPU, tested):
+Two ways to run the ragged segments, same numbers (bitwise equal on CPU on torch's matmul
+engine, tested; on oneDNN, `cpu_matmul`, the loop rounds its own way, within fp32):
 `loop`, one matmul per expert, and `grouped`, one `torch.nn.functional.grouped_mm` per
 weight over all segments (offsets = cumulative counts; the kernel torchtitan's MoE uses).
 `auto` times both once per device and shape on first use and keeps the faster

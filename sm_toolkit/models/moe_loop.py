@@ -10,11 +10,16 @@ input gradient (split's backward) and the `stack` of the E per-expert weight gra
 D 256, H 1024, fp32 CPU) these copies were ~10 % of the step. Here every matmul writes its
 result straight into its rows of one preallocated buffer (`torch.mm(..., out=)`): the
 outputs, the input gradient and each expert's slice of the [E, D, H] weight gradient. The
-activation runs once over all S rows instead of once per expert.
+activation runs once per expert's rows.
 
-The same arithmetic as autograd's loop (the same mm and activation kernels): the results
-equal the grouped_mm path bitwise on CPU where rows are 64-byte aligned (tested), the
-autograd loop within float rounding elsewhere, and match the per-token oracle.
+The matmuls take the process's CPU engine (`cpu_matmul`). On torch's engine this is the same
+arithmetic as autograd's loop (the same mm and activation kernels): the results equal the
+grouped_mm path bitwise on CPU where rows are 64-byte aligned (tested), the autograd loop
+within float rounding elsewhere, and match the per-token oracle. On oneDNN, whose op returns
+a new tensor, a result is copied into its rows, and each expert runs on a window of a
+multiple of `cpu_matmul.ROW_BUCKET` rows (a kernel build for every new row count otherwise);
+the window's extra rows, another expert's, are read, their hidden rows and hidden gradients
+zeroed in the backward, and nothing of them is written (tested against float64).
 Only parameter-free element-wise activations have a backward here (GELU, ReLU, SiLU, and
 SwiGLU's silu gate); other activations, autocast and DTensor weights use the autograd loop
 (`supports`).

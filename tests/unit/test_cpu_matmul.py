@@ -136,6 +136,17 @@ def test_linear_leaves_to_torch_what_onednn_does_not_take(engine):
     torch.testing.assert_close(layer.float()(x), F.linear(x, layer.weight, layer.bias))
 
 
+def test_an_empty_batch_goes_to_torch(onednn):
+    layer = Linear(8, 4)
+    for shape in [(0, 8), (2, 0, 8)]:
+        x = torch.randn(*shape, requires_grad=True)
+        with OpRecorder() as rec:
+            y = layer(x)
+            y.sum().backward()
+        assert y.shape == (*shape[:-1], 4) and x.grad.shape == shape
+        assert rec.onednn_shapes() == []
+
+
 def _autocast(fn):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         return fn()
