@@ -52,10 +52,10 @@ def operands(shape: tuple[int, int, int], transposed: str) -> tuple[torch.Tensor
 
 
 def on(engine: str, a: torch.Tensor, b: torch.Tensor) -> float:
-    cpu_matmul.set_engine(engine)
-    t0 = time.perf_counter()
-    cpu_matmul.mm(a, b)
-    return time.perf_counter() - t0
+    with cpu_matmul.using(engine):
+        t0 = time.perf_counter()
+        cpu_matmul.mm(a, b)
+        return time.perf_counter() - t0
 
 
 def rates(rounds: int) -> dict[str, dict[str, float]]:
@@ -84,8 +84,8 @@ def errors() -> dict[str, float]:
     exact = a.double() @ b.double()
     out = {}
     for engine in ("torch", "onednn"):
-        cpu_matmul.set_engine(engine)
-        got = cpu_matmul.mm(a, b).double()
+        with cpu_matmul.using(engine):
+            got = cpu_matmul.mm(a, b).double()
         out[engine] = float(((got - exact).abs().max() / exact.abs().max()).item())
     out["bf16"] = float(
         (((a.bfloat16() @ b.bfloat16()).double() - exact).abs().max() / exact.abs().max()).item()
@@ -95,7 +95,6 @@ def errors() -> dict[str, float]:
 
 def first_call_ms(new_shapes: int = 20) -> dict[str, float]:
     """oneDNN, an expert's forward: a row count it has not seen, then the same one again."""
-    cpu_matmul.set_engine("onednn")
     w = torch.randn(256, 1024)
     first, again = [], []
     for i in range(new_shapes):
@@ -136,7 +135,6 @@ def main() -> None:
     result["first_call"] = first_call_ms()
     print(f"\nrelative error vs float64 (2048^3): {result['error_vs_float64']}")
     print(f"oneDNN, a new row count vs the same again (1 thread): {result['first_call']}")
-    cpu_matmul.set_engine("auto")
     print(json.dumps(result))
 
 

@@ -361,10 +361,12 @@ def report(
     for name in times:  # how many times faster our SwiGLU experts are, paired per round
         if name.startswith("mixtral"):
             experts = name.rsplit("_", 1)[1]
-            for ours in ("swiglu", "swiglu_torch"):
-                key = f"{ours.replace('swiglu', 'swiglu_dropless', 1)}_{experts}"
-                if key in times:
-                    ratio = paired_ratio(times[name], times[key])
+            for ours, variant in (
+                ("swiglu", "swiglu_dropless"),
+                ("swiglu_torch", "swiglu_dropless_torch"),
+            ):
+                if f"{variant}_{experts}" in times:
+                    ratio = paired_ratio(times[name], times[f"{variant}_{experts}"])
                     result[name.replace("mixtral", f"{ours}_vs_mixtral", 1)] = round(ratio, 3)
     result["memory_ratio"] = round(
         max(m for k, m in memory.items() if k != "dense" and "mixtral" not in k) / memory["dense"],

@@ -89,16 +89,24 @@ def _forward_segment(x_SD, y_SD, e, rows, act, w1_EDH, w2_EHD, w3_EDH):
     if w3_EDH is not None:  # swiglu: h = silu(x w1) * (x w3)
         b_wH = mm(x_wD, w3_EDH[e])
         h_wH *= b_wH
-    if window == rows:
-        mm_out(h_wH, w2_EHD[e], y_SD[rows])
-    else:
-        y_SD[rows] = mm(h_wH, w2_EHD[e])[keep]
+    _mm_rows(h_wH, w2_EHD[e], y_SD[rows], keep)
     return window, keep, a_wH, b_wH, h_wH
 
 
+def _mm_rows(a_wK: torch.Tensor, b_KN: torch.Tensor, out_rN: torch.Tensor, keep: slice) -> None:
+    """out = (a @ b)[keep]: straight into `out` when `keep` is all of the window."""
+    if keep.stop - keep.start == a_wK.shape[0]:
+        mm_out(a_wK, b_KN, out_rN)
+    else:
+        out_rN.copy_(mm(a_wK, b_KN)[keep])
+
+
 def _zero_outside(t_wH: torch.Tensor, keep: slice) -> None:
-    t_wH[: keep.start].zero_()
-    t_wH[keep.stop :].zero_()
+    """Zeroes a window's rows outside `keep` (none when the window is the expert's rows)."""
+    if keep.start:
+        t_wH[: keep.start].zero_()
+    if keep.stop < t_wH.shape[0]:
+        t_wH[keep.stop :].zero_()
 
 
 def _backward_segment(saved, grads, e, rows, act, hidden) -> None:
@@ -108,14 +116,11 @@ def _backward_segment(saved, grads, e, rows, act, hidden) -> None:
     x_SD, g_SD, w1_EDH, w2_EHD, w3_EDH = saved
     gx_SD, gw1_EDH, gw2_EHD, gw3_EDH = grads
     window, keep, a_wH, b_wH, h_wH = hidden
-    padded = window != rows
     x_wD, g_wD = x_SD[window], g_SD[window]
-    if padded:
-        _zero_outside(h_wH, keep)
+    _zero_outside(h_wH, keep)
     mm_out(h_wH.t(), g_wD, gw2_EHD[e])
     gh_wH = mm(g_wD, w2_EHD[e].t())
-    if padded:
-        _zero_outside(gh_wH, keep)
+    _zero_outside(gh_wH, keep)
     if b_wH is None:
         ga_wH = _activate_backward(act, gh_wH, a_wH, h_wH)
     else:  # h = silu(a) * b
@@ -123,15 +128,9 @@ def _backward_segment(saved, grads, e, rows, act, hidden) -> None:
         ga_wH = torch.ops.aten.silu_backward(gh_wH * b_wH, a_wH)
         mm_out(x_wD.t(), gb_wH, gw3_EDH[e])
     mm_out(x_wD.t(), ga_wH, gw1_EDH[e])
-    if not padded:
-        mm_out(ga_wH, w1_EDH[e].t(), gx_SD[rows])
-        if b_wH is not None:
-            gx_SD[rows] += mm(gb_wH, w3_EDH[e].t())
-        return
-    gx_wD = mm(ga_wH, w1_EDH[e].t())
+    _mm_rows(ga_wH, w1_EDH[e].t(), gx_SD[rows], keep)
     if b_wH is not None:
-        gx_wD += mm(gb_wH, w3_EDH[e].t())
-    gx_SD[rows] = gx_wD[keep]
+        gx_SD[rows] += mm(gb_wH, w3_EDH[e].t())[keep]
 
 
 class LoopExperts(torch.autograd.Function):
