@@ -131,8 +131,7 @@ def test_cli_runs_the_cnn_example_locally_and_it_learns(s3, tmp_path):
             "sm_toolkit.cli",
             "run",
             str(ROOT / "examples" / "cnn-local.yaml"),
-            "--local",
-            "--quiet",
+            "--local",  # as a user types it: the job's log is echoed, then its description
             "--workdir",
             str(tmp_path),
             "--set",
