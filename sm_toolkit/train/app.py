@@ -7,6 +7,7 @@ metrics.json. All errors go through runtime.failure.run_main (failure file, exit
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -208,7 +209,7 @@ def _job(name: str, parser: Parser, build: Builder, argv, environ, holder: dict)
         if run is not None:
             paths = (env.base_dir, env.model_dir, env.output_data_dir)
             tracking.safely(run.finish, result.state.epochs, *paths)
-    elif result.interrupted:
+    elif result.interrupted and dist.is_main:
         print(f"[job] stopped early ({result.interrupted}); resume by running the job again")
     distributed.barrier(dist)
     distributed.shutdown(dist)
@@ -231,6 +232,8 @@ def main(
         return env.failure_file
 
     info = distributed.detect(environ)
+    if info.enabled:
+        _whole_line_writes()
 
     def job() -> None:
         _job(name, parser, build, argv, environ, holder)
@@ -245,6 +248,14 @@ def main(
     if code == 0:
         _done(name, t0, info.is_main)
     return code
+
+
+def _whole_line_writes() -> None:
+    """Ranks share one stdout (a pipe, a log stream): each line leaves in one write, so no
+    rank's line is cut into by another's (PYTHONUNBUFFERED writes text and newline apart)."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(line_buffering=True, write_through=False)
 
 
 def _done(name: str, t0: float, is_main: bool) -> None:
