@@ -235,18 +235,17 @@ def main(
     if info.enabled:
         _whole_line_writes()
 
-    def job() -> None:
-        _job(name, parser, build, argv, environ, holder)
-        if info.enabled:
-            # A worker whose job is done leaves now: freeing the process group's objects
-            # (device meshes, gloo pairs) after destroy_process_group can block for ever on
-            # a peer that has already exited (seen as a rare hang of rank 1 under load).
-            _done(name, t0, info.is_main)
-            os._exit(0)
-
-    code = run_main(job, failure_file)
-    if code == 0:
-        _done(name, t0, info.is_main)
+    code = run_main(lambda: _job(name, parser, build, argv, environ, holder), failure_file)
+    if code == 0 and info.is_main:
+        print(f"[job] {name} finished in {time.perf_counter() - t0:.1f}s")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if info.enabled:
+        # A worker leaves now, done or failed: freeing the process group's objects (device
+        # meshes, gloo pairs) at interpreter exit can block for ever or abort on a peer that
+        # has already exited (seen as a rare hang of rank 1 under load), and a failed
+        # worker's exit code (2 for a bad input) must be what torchrun/mpirun report.
+        os._exit(code)
     return code
 
 
@@ -256,10 +255,3 @@ def _whole_line_writes() -> None:
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(line_buffering=True, write_through=False)
-
-
-def _done(name: str, t0: float, is_main: bool) -> None:
-    if is_main:
-        print(f"[job] {name} finished in {time.perf_counter() - t0:.1f}s", flush=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
