@@ -68,8 +68,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import ctypes.util
 import json
 import resource
 import statistics
@@ -84,6 +82,7 @@ from sm_toolkit.models import cpu_matmul, moe_loop
 from sm_toolkit.models.moe_experts import FeedForward, GroupedExperts, balanced_counts
 from sm_toolkit.models.moe_layer import DispatchConfig, MoELayer
 from sm_toolkit.models.moe_router import RouterConfig, TopKRouter
+from sm_toolkit.runtime import allocator
 
 TOKENS, D_MODEL, D_FF, TOP_K = 4096, 256, 1024, 2
 SWIGLU_D_FF = 680  # 2/3 of D_FF, rounded to a multiple of 8
@@ -271,8 +270,8 @@ def main() -> None:
         help="the fp32 matmul engine of every variant of ours (sm_toolkit/models/cpu_matmul.py)",
     )  # fmt: skip
     args = parser.parse_args()
-    if args.no_page_faults:
-        keep_freed_memory()
+    if args.no_page_faults and not allocator.keep_freed_memory(up_to=None):
+        raise SystemExit("--no-page-faults: this C library's mallopt refused (glibc only)")
     cpu_matmul.set_engine(args.cpu_matmul)
     engine = cpu_matmul.engine()
     print(f"fp32 matmuls of our variants: {engine} (--cpu-matmul {args.cpu_matmul})")
@@ -297,14 +296,6 @@ def main() -> None:
     result["no_page_faults"] = args.no_page_faults
     result["per_threads"] = per_threads
     print(json.dumps(result))
-
-
-def keep_freed_memory() -> None:
-    """glibc's malloc from now on: no allocation by mmap, no trimming of the heap's top."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    m_trim_threshold, m_mmap_max = -1, -4  # malloc.h
-    if not (libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2**31 - 1)):
-        raise SystemExit("--no-page-faults: this C library's mallopt refused (glibc only)")
 
 
 def time_variants(

@@ -29,7 +29,10 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import resource
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
@@ -38,6 +41,7 @@ from torch.distributed._tools.mem_tracker import MemTracker
 
 from sm_toolkit.models import cpu_matmul
 from sm_toolkit.models.moe import MoEConfig, MoETransformer
+from sm_toolkit.runtime import allocator
 
 VOCAB, BATCH = 96, 32
 
@@ -102,7 +106,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8, help="timed steps per variant")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--variants", default="", help="comma-separated subset (default: all)")
+    parser.add_argument(
+        "--malloc", default="keep", choices=("keep", "glibc"),
+        help="keep: freed memory kept for the next step, as the trainer does "
+        "(--keep_freed_memory True, sm_toolkit/runtime/allocator.py); glibc: its defaults",
+    )  # fmt: skip
+    parser.add_argument(
+        "--malloc-ab", type=int, default=0, metavar="ROUNDS",
+        help="time the base variant in fresh processes, keep and glibc in turn, ROUNDS each",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.malloc_ab:
+        return malloc_ab(args.malloc_ab, args.steps, args.threads)
+    if args.malloc == "keep" and not allocator.keep_freed_memory():
+        raise SystemExit("--malloc keep: this C library's mallopt refused (glibc only)")
     if args.threads:
         torch.set_num_threads(args.threads)
     base = MoEConfig(vocab_size=VOCAB, dropless=True)
@@ -115,6 +133,15 @@ def main() -> None:
     engine = cpu_matmul.engine()
     if engine == "onednn":
         variants["base_torch_engine"] = (base, False)
+    if args.variants:
+        unknown = set(args.variants.split(",")) - set(variants)
+        if unknown:
+            raise SystemExit(
+                f"--variants: {', '.join(sorted(unknown))} not one of {', '.join(variants)}"
+            )
+        variants = {
+            n: v for n, v in variants.items() if n == "base" or n in args.variants.split(",")
+        }
     steps = {
         name: make_step(cfg, off, "torch" if name.endswith("_torch_engine") else "auto")
         for name, (cfg, off) in variants.items()
@@ -123,39 +150,76 @@ def main() -> None:
         for _, step in steps.values():
             step()
     times: dict[str, list[float]] = {name: [] for name in steps}
+    faults: dict[str, list[int]] = {name: [] for name in steps}
     gemm, torch_gemm = [gemm_rate()], [gemm_rate(engine="torch")]
     for _ in range(args.steps):  # interleaved, so load drifts hit every variant alike
         for name, (_, step) in steps.items():
+            before = _minor_faults()
             times[name].append(_timed(step))
+            faults[name].append(_minor_faults() - before)
         gemm.append(gemm_rate(repeats=1))
         torch_gemm.append(gemm_rate(repeats=1, engine="torch"))
     memory = {name: peak_mib(model, step) for name, (model, step) in steps.items()}
-    report(variants, times, memory, max(gemm), max(torch_gemm), engine)
+    report(variants, times, faults, memory, (max(gemm), max(torch_gemm), engine), args.malloc)
 
 
-def report(variants, times, memory, gemm: float, torch_gemm: float, engine: str) -> None:
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def malloc_ab(rounds: int, steps: int, threads: int) -> None:
+    """The base step with the trainer's malloc setting and with glibc's defaults, each in
+    a fresh process (mallopt is process-wide), in turn; the ratio is paired per round."""
+    step_ms: dict[str, list[float]] = {"keep": [], "glibc": []}
+    faults: dict[str, list[float]] = {"keep": [], "glibc": []}
+    for _ in range(rounds):
+        for mode in step_ms:
+            command = [sys.executable, __file__, "--variants", "base", "--steps", str(steps),
+                       "--threads", str(threads), "--malloc", mode]  # fmt: skip
+            out = subprocess.run(command, capture_output=True, text=True, check=True)
+            base = json.loads(out.stdout.splitlines()[-1])["base"]
+            step_ms[mode].append(base["step_ms"])
+            faults[mode].append(base["faults_per_step"])
+            print(f"{mode}: base step {base['step_ms']} ms, {base['faults_per_step']:.0f} faults")
+    ratios = [g / k for k, g in zip(step_ms["keep"], step_ms["glibc"], strict=True)]
+    print(json.dumps({
+        "threads": threads or torch.get_num_threads(), "rounds": rounds,
+        **{f"{m}_step_ms": statistics.median(v) for m, v in step_ms.items()},
+        **{f"{m}_faults_per_step": statistics.median(v) for m, v in faults.items()},
+        "glibc_over_keep": round(statistics.median(ratios), 3),
+    }))  # fmt: skip
+
+
+def report(variants, times, faults, memory, rates, malloc: str) -> None:
+    gemm, torch_gemm, engine = rates
     out: dict[str, object] = {}
     tokens = BATCH * variants["base"][0].block_size
     print(
         f"MoE LM training step, batch {BATCH} x {variants['base'][0].block_size} tokens, fp32, "
         f"{torch.get_num_threads()} threads; matmuls on {engine}; fp32 GEMM rate "
-        f"{gemm / 1e9:.1f} GFLOP/s on {engine} ({torch_gemm / 1e9:.1f} on torch's engine)"
+        f"{gemm / 1e9:.1f} GFLOP/s on {engine} ({torch_gemm / 1e9:.1f} on torch's engine); "
+        f"malloc: {malloc}"
     )
-    print("| variant | median step ms | tokens/s | model GFLOP/s | x GEMM rate | peak MiB |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| variant | median step ms | tokens/s | model GFLOP/s | x GEMM rate | peak MiB | faults |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for name, (config, _) in variants.items():
         step_s = statistics.median(times[name])
         rate = model_flops_per_token(config) * tokens / step_s
+        step_faults = statistics.median(faults[name])
         print(f"| {name} | {step_s * 1e3:.1f} | {tokens / step_s:.0f} | {rate / 1e9:.1f} | "
-              f"{rate / gemm:.2f} | {memory[name]:.1f} |")  # fmt: skip
+              f"{rate / gemm:.2f} | {memory[name]:.1f} | {step_faults:.0f} |")  # fmt: skip
         out[name] = {"step_ms": round(step_s * 1e3, 1), "peak_mib": round(memory[name], 1),
-                     "fraction_of_gemm": round(rate / gemm, 3)}  # fmt: skip
+                     "fraction_of_gemm": round(rate / gemm, 3),
+                     "faults_per_step": step_faults}  # fmt: skip
     base_s = statistics.median(times["base"])
     base_rate = model_flops_per_token(variants["base"][0]) * tokens / base_s
     summary = {
         "tokens_per_s": round(tokens / base_s, 1),
         "model_flops_per_s": round(base_rate),
         "cpu_matmul": engine,
+        "malloc": malloc,
         "gemm_flops_per_s": round(gemm),
         "torch_engine_gemm_flops_per_s": round(torch_gemm),
         "fraction_of_gemm": round(base_rate / gemm, 3),

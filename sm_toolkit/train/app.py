@@ -22,7 +22,7 @@ import torch
 
 from sm_toolkit.errors import ConfigError
 from sm_toolkit.models import cpu_matmul
-from sm_toolkit.runtime import distributed
+from sm_toolkit.runtime import allocator, distributed
 from sm_toolkit.runtime.env import RuntimeEnv, read_env
 from sm_toolkit.runtime.failure import run_main
 from sm_toolkit.runtime.signals import StopFlag
@@ -54,8 +54,11 @@ def set_threads(threads: int, dist: distributed.DistInfo) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world_size))
 
 
-def _matmul_note(device: torch.device) -> str:
-    return f" (fp32 matmuls: {cpu_matmul.engine()})" if device.type == "cpu" else ""
+def _cpu_note(device: torch.device, kept: bool) -> str:
+    if device.type != "cpu":
+        return ""
+    malloc = "; malloc keeps freed memory" if kept else ""
+    return f" (fp32 matmuls: {cpu_matmul.engine()}{malloc})"
 
 
 def pick_device(env: RuntimeEnv, dist: distributed.DistInfo) -> torch.device:
@@ -149,7 +152,9 @@ def parallel_dims(ns: Any, dist: distributed.DistInfo, built: Built) -> Parallel
     return dims
 
 
-def _open_tracking(environ, trainer: Trainer, built: Built, device) -> tracking.RunLog | None:
+def _open_tracking(
+    environ, trainer: Trainer, built: Built, device, kept: bool
+) -> tracking.RunLog | None:
     """Rank 0's MLflow run (when the job names a tracking URI), with what only it knows."""
     run = tracking.open_run(environ, trainer.dist.is_main)
     if run is not None:
@@ -163,6 +168,7 @@ def _open_tracking(environ, trainer: Trainer, built: Built, device) -> tracking.
         }
         if device.type == "cpu":
             facts["cpu_matmul"] = cpu_matmul.engine()
+            facts["malloc_keeps_freed_memory"] = kept
         tracking.safely(run.facts, facts)
     return run
 
@@ -179,6 +185,7 @@ def _job(name: str, parser: Parser, build: Builder, argv, environ, holder: dict)
     set_threads(ns.threads, dist)
     cpu_matmul.set_engine(ns.cpu_matmul)
     device = pick_device(env, dist)
+    kept = device.type == "cpu" and ns.keep_freed_memory and allocator.keep_freed_memory()
     distributed.init_process_group(dist, device, environ)
     seed_everything(config.seed)
     built = build(ns, env, dist)
@@ -194,13 +201,13 @@ def _job(name: str, parser: Parser, build: Builder, argv, environ, holder: dict)
         print(
             f"[job] {name}: {built.family} model with {n_params:,} parameters; "
             f"{trainer.steps_per_epoch} steps/epoch x {config.epochs} epochs; world size "
-            f"{dist.world_size} ({dims.describe()}); device {device}{_matmul_note(device)}; output "
-            f"{env.output_data_dir}; checkpoints {env.checkpoint_dir or 'off'}",
+            f"{dist.world_size} ({dims.describe()}); device {device}{_cpu_note(device, kept)}; "
+            f"output {env.output_data_dir}; checkpoints {env.checkpoint_dir or 'off'}",
             flush=True,
         )
         for note in built.notes:
             print(note)
-    run = _open_tracking(environ, trainer, built, device)
+    run = _open_tracking(environ, trainer, built, device, kept)
     result = trainer.fit()
     stop.uninstall()
     model = trainer.gathered_model() if result.interrupted is None else None  # all ranks

@@ -130,6 +130,10 @@ def add_train_args(p: Parser, *, defaults: dict[str, object]) -> None:
         "cpu_matmul", str, "auto", "fp32 CPU matmul engine (models/cpu_matmul.py)",
         choices=cpu_matmul.ENGINES,
     )  # fmt: skip
+    p.add(
+        "keep_freed_memory", bool, True,
+        "CPU: malloc keeps what a step frees for the next (no page faults; runtime/allocator.py)",
+    )  # fmt: skip
     add_parallel_args(p)
 
 

@@ -44,7 +44,10 @@ def test_entrypoint_under_the_train_launcher(tmp_path, program):
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-3000:]
     assert "Reporting training SUCCESS" in log
-    assert f"device cpu (fp32 matmuls: {cpu_matmul.engine()})" in out.stdout  # auto, as here
+    # the defaults, as here: the matmul engine auto picks, and glibc keeping freed memory
+    assert f"device cpu (fp32 matmuls: {cpu_matmul.engine()}; malloc keeps freed memory)" in (
+        out.stdout
+    )
     assert (base / "output" / "success").exists() and not (base / "output" / "failure").exists()
     # the model can be rebuilt from what was written
     meta = json.loads((base / "model" / "model_config.json").read_text())
@@ -95,18 +98,24 @@ def test_direct_run_without_sagemaker_writes_under_runs(tmp_path):
     assert re.search(metric_regex("val:accuracy"), out.stdout)
 
 
-def test_the_matmul_engine_is_a_hyperparameter(tmp_path):
+def test_the_matmul_engine_and_the_malloc_setting_are_hyperparameters(tmp_path):
     args = ["--size", "debug", "--epochs", "1", "--max_steps", "3"]
-    out = run_entrypoint("train_moe.py", [*args, "--cpu_matmul", "torch"], cwd=tmp_path)
+    chosen = ["--cpu_matmul", "torch", "--keep_freed_memory", "False"]
+    out = run_entrypoint("train_moe.py", [*args, *chosen], cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "device cpu (fp32 matmuls: torch)" in out.stdout
-    # bad values tried: an engine name torch does not use here, a case variant
+    assert "device cpu (fp32 matmuls: torch);" in out.stdout
+    # bad values tried: an engine name torch does not use here, a case variant; not a boolean
     for bad in ("mkl", "oneDNN"):
         out = run_entrypoint("train_moe.py", [*args, "--cpu_matmul", bad], cwd=tmp_path)
         assert out.returncode == 2
         assert out.stderr.strip().splitlines() == [
             f"[failure] ConfigError: cpu_matmul: {bad!r} is not allowed; one of auto, torch, onednn"
         ]
+    out = run_entrypoint("train_moe.py", [*args, "--keep_freed_memory", "always"], cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "[failure] ConfigError: keep_freed_memory: 'always' is not allowed; True or False"
+    ]
 
 
 def test_direct_run_framework_error_writes_cause_first(tmp_path):

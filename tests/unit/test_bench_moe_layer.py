@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -61,39 +59,6 @@ def test_times_faster_than_mixtral_is_the_median_of_per_round_ratios(bench, caps
     assert math.isclose(result["swiglu_vs_mixtral_e8"], 1.5)
     assert math.isclose(result["mixtral_e8"], 2.0)
     assert "| mixtral_e8 |" in capsys.readouterr().out
-
-
-FAULTS_OF_FRESH_32_MIB = f"""
-import importlib.util, resource, sys
-import torch
-spec = importlib.util.spec_from_file_location("bench", {str(BENCH)!r})
-bench = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bench)
-if sys.argv[1] == "keep":
-    bench.keep_freed_memory()
-
-def step():
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(2):  # 32 MiB each: glibc maps these by default
-        torch.empty(4096, 2048).fill_(1.0)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-
-print(min(step() for _ in range(5)))
-"""
-
-
-def test_no_page_faults_keeps_freed_memory():
-    """--no-page-faults: once warm, a step that allocates and frees 32 MiB blocks writes no
-    fresh pages; glibc's defaults fault on every such block (8k faults per 32 MiB)."""
-    faults = {}
-    for mode in ("default", "keep"):
-        run = subprocess.run(
-            [sys.executable, "-c", FAULTS_OF_FRESH_32_MIB, mode],
-            capture_output=True, text=True, timeout=120, check=True,
-        )  # fmt: skip
-        faults[mode] = int(run.stdout.split()[-1])
-    assert faults["default"] >= 8000  # a fresh 32 MiB block is 8192 pages
-    assert faults["keep"] < 100
 
 
 def test_parts_split_a_dropless_layer_into_its_experts_and_the_rest(bench):
