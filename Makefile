@@ -64,6 +64,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/activations_cnn.py
 	$(VENV)/bin/python benchmarks/tuning_strategies.py
 	$(VENV)/bin/python benchmarks/moe_lm_throughput.py
+	$(VENV)/bin/python benchmarks/moe_lm_throughput.py --malloc-ab 8 --steps 6 --threads 2
 	$(VENV)/bin/python benchmarks/local_start_times.py \
 	  $(if $(wildcard $(VENV_V3)/bin/python),--v3-python $(VENV_V3)/bin/python)  # Docker, `make build`
 	$(VENV)/bin/python benchmarks/endpoint_overhead.py

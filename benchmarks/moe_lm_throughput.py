@@ -14,13 +14,19 @@ Variants (the same model, batch and seed): base; activation checkpointing; activ
 offloading (saved tensors to CPU memory via torch.autograd.graph.save_on_cpu; on a CPU
 device this can only cost time: the tensors are in CPU memory already); SwiGLU experts;
 and, where the engine is oneDNN, `base_torch_engine`: the base model on torch's engine.
-Peak extra memory of one step: torch's MemTracker (every storage allocated during it).
+Peak extra memory of one step: torch's MemTracker (every storage allocated during it);
+minor page faults per step from getrusage. glibc's malloc is set as the trainer sets it
+(`--keep_freed_memory True`: sm_toolkit/runtime/allocator.py); `--malloc glibc` leaves its
+defaults, and `--malloc-ab N` times the base step both ways, each in a fresh process, in
+turn for N rounds (mallopt is process-wide), and prints the paired ratio.
 
     .venv/bin/python benchmarks/moe_lm_throughput.py            # default size, ~2 min
     .venv/bin/python benchmarks/moe_lm_throughput.py --steps 3  # quicker, noisier
+    .venv/bin/python benchmarks/moe_lm_throughput.py --malloc-ab 8 --steps 6 --threads 2
 
 Last line: one JSON object (tokens_per_s, model_flops_per_s, gemm_flops_per_s,
-fraction_of_gemm, and per-variant step ms / peak MiB).
+fraction_of_gemm, malloc, and per-variant step ms / peak MiB / faults per step); with
+--malloc-ab, each way's median step ms and faults and glibc_over_keep.
 """
 
 from __future__ import annotations
