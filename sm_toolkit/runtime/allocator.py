@@ -4,18 +4,18 @@ A training step allocates and frees the same tensors every step. By default glib
 the free top of its heap whenever it passes a threshold, and hands allocations above its
 mmap threshold (128 KiB, rising with use to 32 MiB) to mmap, unmapping them on free; the
 next step's writes then fault fresh pages in, which the kernel zeroes (the MoE LM's
-default step here: 4-10k faults, 16-40 MiB, every step). `keep_freed_memory` turns
-trimming off and fixes the mmap threshold at glibc's largest, 32 MiB: freed memory below
-it stays in the heap and is reused, and resident memory stays near the step's peak
+default step here: a median of 5-8k faults, 20-30 MiB, every step). `keep_freed_memory`
+turns trimming off and fixes the mmap threshold at glibc's largest, 32 MiB: freed memory
+below it stays in the heap and is reused, and resident memory stays near the step's peak
 instead of falling between steps (as PyTorch's CUDA caching allocator keeps device memory,
 or jemalloc with decay off in Intel's CPU launcher, `torch.backends.xeon.run_cpu`).
 
-Allocations of 32 MiB and more stay mapped and given back, as by default: kept in the
-heap (`up_to=None`: no mmap at all, what `benchmarks/moe_layer.py --no-page-faults` uses
-to time the arithmetic alone), large tensors that are freed and allocated again in a
-different order leave the heap several times the largest of them (measured: a 64 MiB
-tensor made and freed in a loop took 734 MiB resident, against 222 with mmap).
-Other C libraries (musl, macOS) keep their own behaviour.
+Allocations of 32 MiB and more are still mapped and given back. Kept in the heap too
+(`up_to=None`, what `benchmarks/moe_layer.py --no-page-faults` uses to time arithmetic
+alone), they make it grow for several steps before freed blocks fit (torch asks for
+64-byte aligned blocks, a little more than a freed one): a 64 MiB tensor made and freed in
+a loop took 734 MiB resident, against 222 when mapped. Other C libraries (musl, macOS)
+keep their own behaviour.
 """
 
 from __future__ import annotations
