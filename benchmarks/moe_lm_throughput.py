@@ -140,14 +140,11 @@ def main() -> None:
     if engine == "onednn":
         variants["base_torch_engine"] = (base, False)
     if args.variants:
-        unknown = set(args.variants.split(",")) - set(variants)
-        if unknown:
-            raise SystemExit(
-                f"--variants: {', '.join(sorted(unknown))} not one of {', '.join(variants)}"
-            )
-        variants = {
-            n: v for n, v in variants.items() if n == "base" or n in args.variants.split(",")
-        }
+        chosen = {"base", *args.variants.split(",")}  # base: the figures are relative to it
+        if chosen - set(variants):
+            unknown = ", ".join(sorted(chosen - set(variants)))
+            raise SystemExit(f"--variants: {unknown} not one of {', '.join(variants)}")
+        variants = {n: v for n, v in variants.items() if n in chosen}
     steps = {
         name: make_step(cfg, off, "torch" if name.endswith("_torch_engine") else "auto")
         for name, (cfg, off) in variants.items()

@@ -106,9 +106,11 @@ def test_replay_reproduces_the_failure(s3, bucket, tmp_path):
 
 def test_replay_of_a_job_that_completes_lands_its_model(s3, bucket, tmp_path):
     create_job_on_aws(s3, bucket, "ok-on-aws", lr="0.1")
-    done = run_from_job("ok-on-aws", tmp_path, "--local", "--quiet", "--job-name", "ok-again")
+    done = run_from_job("ok-on-aws", tmp_path, "--local", "--job-name", "ok-again")  # as typed
     assert done.returncode == 0, done.stderr
-    doc = json.loads(done.stdout)
+    log, description = done.stdout.rsplit("\n{", 1)  # the job's log is echoed, then this
+    assert "lr=0.1" in log
+    doc = json.loads("{" + description)
     assert doc["TrainingJobStatus"] == "Completed", doc.get("FailureReason")
     assert doc["TrainingJobName"] == "ok-again"
     uri = doc["ModelArtifacts"]["S3ModelArtifacts"]
