@@ -43,22 +43,47 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+# torch's fused kernels update every parameter of the optimizer in one op. Its default on a
+# CPU is a Python loop over the tensors (foreach, its default on CUDA, was slower still on a
+# CPU). Measured on the MoE LM's 54 tensors in 3 parameter groups, 2 threads, one step:
+# AdamW 6.9 ms looped, 9.7 foreach, 1.5 fused; Adam 7.4 / 11.1 / 1.5; SGD with momentum
+# 2.1 / 2.5 / 0.8. The fused update is the same arithmetic in one kernel (it rounds within
+# an ulp of the loop: tested). RMSprop has no fused kernel.
+FUSED_DEVICES = ("cpu", "cuda")
+
+
+def fused(params: list[nn.Parameter] | list[dict]) -> bool:
+    """Whether torch's fused optimizer kernel takes every one of these parameters: floating
+    point on a CPU or a CUDA device (DTensors included: their local shards are)."""
+    tensors = [p for group in params for p in group["params"]] if _grouped(params) else params
+    return bool(tensors) and all(
+        p.device.type in FUSED_DEVICES and p.is_floating_point() for p in tensors
+    )
+
+
+def _grouped(params: list) -> bool:
+    return bool(params) and isinstance(params[0], dict)
+
+
 def build_optimizer(
     config: TrainConfig, params: Iterable[nn.Parameter] | list[dict]
 ) -> torch.optim.Optimizer:
-    """SGD with momentum, Adam, AdamW or RMSProp from `config` (params or `param_groups`)."""
+    """SGD with momentum, Adam, AdamW or RMSProp from `config` (params or `param_groups`),
+    with torch's fused kernel where it has one for these parameters (`fused`)."""
     params = list(params)
+    kernel = {"fused": True} if config.optimizer != "rmsprop" and fused(params) else {}
     if config.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+            **kernel,
+        )  # fmt: skip
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, **kernel)
     if config.optimizer == "rmsprop":
         return torch.optim.RMSprop(
             params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, **kernel)
 
 
 def lr_factor(step: int, *, total_steps: int, warmup_steps: int, schedule: str, floor: float):
