@@ -22,10 +22,13 @@ allocations of 32 MiB and more straight to mmap and gives them back on free: the
 FFN's [4096, 2048] hidden, and at 32 experts each [E, D, H] weight gradient (new every
 step, as after `zero_grad()`). Such a step writes fresh pages, which the kernel zeroes one
 at a time (8k faults per 32 MiB; 9-16 % of a step on this VM). Which variant pays depends
-on what ran before it in the process. `--no-page-faults` makes glibc keep what is freed
-(mallopt: no mmap, no trimming), so no variant faults once warm and the ratios compare the
-arithmetic alone. (`MALLOC_MMAP_THRESHOLD_` in the environment does not: glibc still maps
-and unmaps some of these blocks.)
+on what ran before it in the process. `--malloc` sets glibc as sm_toolkit/runtime/
+allocator.py does: `glibc` leaves its defaults; `keep` is the training entrypoints' setting
+(`--keep_freed_memory True`: what is freed below 32 MiB is kept, larger blocks are still
+mapped and given back, so the dense FFN's 32 MiB hidden still faults); `no-mmap` keeps
+everything (no mmap, no trimming), so no variant faults once warm and the ratios compare
+the arithmetic alone. (`MALLOC_MMAP_THRESHOLD_` in the environment does not: glibc still
+maps and unmaps some of these blocks.)
 
 Peak extra memory: `torch.distributed._tools.mem_tracker.MemTracker`, a TorchDispatchMode
 that accounts for every tensor storage allocated and freed (activations, temporaries,
@@ -35,7 +38,8 @@ memory over the dense FFN's.
 
     .venv/bin/python benchmarks/moe_layer.py              # 1 then 2 threads, ~6 min
     .venv/bin/python benchmarks/moe_layer.py --threads 1 --rounds 3   # quicker, noisier
-    .venv/bin/python benchmarks/moe_layer.py --no-page-faults         # arithmetic alone
+    .venv/bin/python benchmarks/moe_layer.py --malloc no-mmap         # arithmetic alone
+    .venv/bin/python benchmarks/moe_layer.py --malloc keep            # as the trainer runs
     .venv/bin/python benchmarks/moe_layer.py --parts                  # + where the time goes
 
 `--parts` adds two variants per expert count that split a dropless MLP layer's step in two:
@@ -86,6 +90,8 @@ from sm_toolkit.runtime import allocator
 
 TOKENS, D_MODEL, D_FF, TOP_K = 4096, 256, 1024, 2
 SWIGLU_D_FF = 680  # 2/3 of D_FF, rounded to a multiple of 8
+# --malloc: what glibc maps (allocator.keep_freed_memory's up_to); glibc: its defaults
+MALLOC = {"glibc": None, "keep": allocator.MMAP_THRESHOLD_MAX, "no-mmap": None}
 MIXTRAL_KEYS = tuple(
     f"{key}_e{e}" for e in (8, 32)
     for key in ("mixtral", "mixtral_grouped", "swiglu_vs_mixtral", "swiglu_vs_mixtral_grouped")
@@ -258,8 +264,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", default="1,2", help="torch thread counts, in turn")
     parser.add_argument(
-        "--no-page-faults", action="store_true",
-        help="glibc keeps freed memory (no mmap, no trim), so no step writes fresh pages",
+        "--malloc", default="glibc", choices=MALLOC,
+        help="glibc: its defaults; keep: as the trainer sets it (blocks under 32 MiB kept); "
+        "no-mmap: every freed block kept, so no step writes fresh pages",
     )  # fmt: skip
     parser.add_argument(
         "--parts", action="store_true",
@@ -270,8 +277,8 @@ def main() -> None:
         help="the fp32 matmul engine of every variant of ours (sm_toolkit/models/cpu_matmul.py)",
     )  # fmt: skip
     args = parser.parse_args()
-    if args.no_page_faults and not allocator.keep_freed_memory(up_to=None):
-        raise SystemExit("--no-page-faults: this C library's mallopt refused (glibc only)")
+    if args.malloc != "glibc" and not allocator.keep_freed_memory(up_to=MALLOC[args.malloc]):
+        raise SystemExit(f"--malloc {args.malloc}: this C library's mallopt refused (glibc only)")
     cpu_matmul.set_engine(args.cpu_matmul)
     engine = cpu_matmul.engine()
     print(f"fp32 matmuls of our variants: {engine} (--cpu-matmul {args.cpu_matmul})")
@@ -293,7 +300,7 @@ def main() -> None:
     for key in MIXTRAL_KEYS:
         result.setdefault(key, None)
     result["cpu_matmul"] = engine
-    result["no_page_faults"] = args.no_page_faults
+    result["malloc"] = args.malloc
     result["per_threads"] = per_threads
     print(json.dumps(result))
 

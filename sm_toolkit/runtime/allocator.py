@@ -11,7 +11,7 @@ instead of falling between steps (as PyTorch's CUDA caching allocator keeps devi
 or jemalloc with decay off in Intel's CPU launcher, `torch.backends.xeon.run_cpu`).
 
 Allocations of 32 MiB and more are still mapped and given back. Kept in the heap too
-(`up_to=None`, what `benchmarks/moe_layer.py --no-page-faults` uses to time arithmetic
+(`up_to=None`, what `benchmarks/moe_layer.py --malloc no-mmap` uses to time arithmetic
 alone), they make it grow for several steps before freed blocks fit (torch asks for
 64-byte aligned blocks, a little more than a freed one): a 64 MiB tensor made and freed in
 a loop took 734 MiB resident, against 222 when mapped. Other C libraries (musl, macOS)

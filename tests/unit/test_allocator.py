@@ -61,7 +61,7 @@ def test_from_32_mib_on_it_is_mapped_unless_everything_is_kept():
     kept, mapped, heap_free = _hold_and_free("keep", 64)
     assert kept and mapped >= 64 and heap_free < 64
     kept, mapped, heap_free = _hold_and_free("all", 64)
-    assert kept and mapped < 64 and heap_free >= 64  # benchmarks/moe_layer.py --no-page-faults
+    assert kept and mapped < 64 and heap_free >= 64  # benchmarks/moe_layer.py --malloc no-mmap
 
 
 
