@@ -24,11 +24,11 @@ step, as after `zero_grad()`). Such a step writes fresh pages, which the kernel 
 at a time (8k faults per 32 MiB; 9-16 % of a step on this VM). Which variant pays depends
 on what ran before it in the process. `--malloc` sets glibc as sm_toolkit/runtime/
 allocator.py does: `glibc` leaves its defaults; `keep` is the training entrypoints' setting
-(`--keep_freed_memory True`: what is freed below 32 MiB is kept, larger blocks are still
-mapped and given back, so the dense FFN's 32 MiB hidden still faults); `no-mmap` keeps
-everything (no mmap, no trimming), so no variant faults once warm and the ratios compare
-the arithmetic alone. (`MALLOC_MMAP_THRESHOLD_` in the environment does not: glibc still
-maps and unmaps some of these blocks.)
+(`--keep_freed_memory True`: nothing is trimmed, and a block of 32 MiB or more is mapped
+only when the heap has no free room for it; measured, the dense FFN's 32 MiB hidden found
+room and did not fault); `no-mmap` keeps everything (no mmap, no trimming), so no variant
+faults once warm and the ratios compare the arithmetic alone. (`MALLOC_MMAP_THRESHOLD_` in
+the environment does not: glibc still maps and unmaps some of these blocks.)
 
 Peak extra memory: `torch.distributed._tools.mem_tracker.MemTracker`, a TorchDispatchMode
 that accounts for every tensor storage allocated and freed (activations, temporaries,
