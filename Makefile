@@ -60,6 +60,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/cpu_matmul.py
 	$(VENV)/bin/python benchmarks/moe_layer.py
+	$(VENV)/bin/python benchmarks/moe_layer.py --malloc keep  # as the training entrypoints run
 	$(VENV)/bin/python benchmarks/moe_tradeoffs.py
 	$(VENV)/bin/python benchmarks/activations_cnn.py
 	$(VENV)/bin/python benchmarks/tuning_strategies.py
