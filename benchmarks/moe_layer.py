@@ -90,8 +90,8 @@ from sm_toolkit.runtime import allocator
 
 TOKENS, D_MODEL, D_FF, TOP_K = 4096, 256, 1024, 2
 SWIGLU_D_FF = 680  # 2/3 of D_FF, rounded to a multiple of 8
-# --malloc: what glibc maps (allocator.keep_freed_memory's up_to); glibc: its defaults
-MALLOC = {"glibc": None, "keep": allocator.MMAP_THRESHOLD_MAX, "no-mmap": None}
+# --malloc other than glibc (its defaults): what glibc maps, allocator.keep_freed_memory's up_to
+MALLOC = {"keep": allocator.MMAP_THRESHOLD_MAX, "no-mmap": None}
 MIXTRAL_KEYS = tuple(
     f"{key}_e{e}" for e in (8, 32)
     for key in ("mixtral", "mixtral_grouped", "swiglu_vs_mixtral", "swiglu_vs_mixtral_grouped")
@@ -264,7 +264,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", default="1,2", help="torch thread counts, in turn")
     parser.add_argument(
-        "--malloc", default="glibc", choices=MALLOC,
+        "--malloc", default="glibc", choices=("glibc", *MALLOC),
         help="glibc: its defaults; keep: as the trainer sets it (blocks under 32 MiB kept); "
         "no-mmap: every freed block kept, so no step writes fresh pages",
     )  # fmt: skip
@@ -277,7 +277,7 @@ def main() -> None:
         help="the fp32 matmul engine of every variant of ours (sm_toolkit/models/cpu_matmul.py)",
     )  # fmt: skip
     args = parser.parse_args()
-    if args.malloc != "glibc" and not allocator.keep_freed_memory(up_to=MALLOC[args.malloc]):
+    if args.malloc in MALLOC and not allocator.keep_freed_memory(up_to=MALLOC[args.malloc]):
         raise SystemExit(f"--malloc {args.malloc}: this C library's mallopt refused (glibc only)")
     cpu_matmul.set_engine(args.cpu_matmul)
     engine = cpu_matmul.engine()

@@ -228,9 +228,9 @@ def report(variants, times, faults, memory, rates, malloc: str) -> None:
     for name, (config, _) in variants.items():
         flops = model_flops_per_token(config) * tokens
         step_s = statistics.median(times[name])
+        rate, step_faults = flops / step_s, statistics.median(faults[name])
         paired = statistics.median(flops / t / g for t, g in zip(times[name], gemm, strict=True))
-        best = flops / step_s / max(gemm)
-        step_faults, rate = statistics.median(faults[name]), flops / step_s
+        best = rate / max(gemm)
         print(f"| {name} | {step_s * 1e3:.1f} | {tokens / step_s:.0f} | {rate / 1e9:.1f} | "
               f"{paired:.2f} | {best:.2f} | {memory[name]:.1f} | {step_faults:.0f} |")  # fmt: skip
         out[name] = {"step_ms": round(step_s * 1e3, 1), "peak_mib": round(memory[name], 1),
@@ -239,7 +239,7 @@ def report(variants, times, faults, memory, rates, malloc: str) -> None:
         if name == "base":
             summary = {
                 "tokens_per_s": round(tokens / step_s, 1),
-                "model_flops_per_s": round(flops / step_s),
+                "model_flops_per_s": round(rate),
                 "cpu_matmul": engine,
                 "malloc": malloc,
                 "gemm_flops_per_s": round(statistics.median(gemm)),

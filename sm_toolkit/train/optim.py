@@ -68,7 +68,7 @@ def build_optimizer(
     """SGD with momentum, Adam, AdamW or RMSProp from `config` (params or `param_groups`),
     with torch's fused kernel where it has one for these parameters (`fused`)."""
     params = list(params)
-    kernel = {"fused": True} if config.optimizer != "rmsprop" and fused(params) else {}
+    kernel = {"fused": True} if fused(params) else {}  # RMSprop, which has none, takes no kernel
     if config.optimizer == "sgd":
         return torch.optim.SGD(
             params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,

@@ -64,7 +64,6 @@ def test_from_32_mib_on_it_is_mapped_unless_everything_is_kept():
     assert kept and mapped < 64 and heap_free >= 64  # benchmarks/moe_layer.py --malloc no-mmap
 
 
-
 FAULTS_OF_FRESH_32_MIB = """
 import resource, sys
 import torch
