@@ -135,9 +135,11 @@ def test_replay_of_a_job_that_serve_recorded(bucket, tmp_path):
             client.get_waiter("training_job_completed_or_stopped").wait(
                 TrainingJobName="served-fail", WaiterConfig={"Delay": 1, "MaxAttempts": 120}
             )
-        done = run_from_job("served-fail", tmp_path, "--local", "--quiet", env=env)
+        done = run_from_job("served-fail", tmp_path, "--local", env=env)  # as typed
     assert done.returncode == 1, done.stderr
-    doc = json.loads(done.stdout)
+    log, description = done.stdout.rsplit("\n{", 1)  # the job's log is echoed, then this
+    assert "ValueError: learning rate too spicy" in log
+    doc = json.loads("{" + description)
     assert "learning rate too spicy" in doc["FailureReason"]
 
 
