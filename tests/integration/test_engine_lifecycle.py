@@ -216,6 +216,24 @@ def test_cli_runs_a_request_file_and_ctrl_c_stops_the_job_like_stop_training_job
     assert not left, f"processes left behind: {left}"
 
 
+def test_cli_quiet_leaves_out_the_log_and_prints_the_description_alone(bucket, code, tmp_path):
+    """`run --quiet`: the same job as typed echoes its log (the script's `ENV ` line) before
+    the description; with --quiet stdout is the description and nothing else."""
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(request("hand-quiet", bucket, code, "env")))
+    outs = {}
+    for flags in ((), ("--quiet",)):
+        proc = cli("run", "--local", "--request", str(path), "--workdir", str(tmp_path / "w"),
+                   "--job-name", f"hand-quiet{len(flags)}", *flags)  # fmt: skip
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        outs[flags] = out
+    echoed, quiet = outs[()], outs[("--quiet",)]
+    assert any(line.startswith("ENV ") for line in echoed.splitlines())
+    doc = json.loads(quiet)  # the whole of stdout
+    assert doc["TrainingJobStatus"] == "Completed" and doc["TrainingJobName"] == "hand-quiet1"
+
+
 @pytest.mark.parametrize("name", ["/tmp/some-dir", "../../x", "bad_name!"])
 def test_cli_refuses_a_job_name_that_is_a_path(bucket, code, tmp_path, name):
     victim = tmp_path / "keep"
